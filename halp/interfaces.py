@@ -1,0 +1,97 @@
+"""
+The interfaces between HALP's core and its backends.
+
+Every method returns a :class:`~twisted.internet.defer.Deferred`, in-memory
+backends included, so that the core never knows whether a store is local,
+on a thread or across the network.  ``halp.test.test_store`` holds the one
+contract test suite that every implementation passes.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from twisted.internet.defer import Deferred
+from zope.interface import Attribute, Interface
+
+from halp.model import Entry, LabelInfo
+
+__all__ = ["IHostStore"]
+
+
+class IHostStore(Interface):
+    """
+    Where a HALP server keeps its labels, their entries and the label index.
+
+    The store applies the merge rules atomically: a confirmed time only moves
+    forward, and a label never keeps more entries than the caller allows.
+    Validation, clamping of times and expiry policy belong to the caller
+    (:class:`halp.core.HALPCore`), which passes the numbers in.
+
+    Entries of a label are ordered newest first; entries with the same time
+    are ordered by host, then port, so that slices are stable.
+    """
+
+    name = Attribute("A short name for logs and metrics, such as 'sqlite'.")
+
+    def insert(
+        labels: Sequence[str], entries: Sequence[Entry], max_entries: int
+    ) -> Deferred[list[list[int | None]]]:
+        """
+        Merge every entry into every label, in one atomic step.
+
+        An entry already in a label keeps the later of its stored and its new
+        time.  Then, while a label holds more than ``max_entries`` entries,
+        its oldest-confirmed entry is evicted.  The label index is updated for
+        each label and each of its ancestors: its time becomes the latest
+        stored time of an entry kept by this insert, if that is later.
+
+        :param labels: valid labels, without duplicates.
+        :param entries: valid entries with times already clamped to "now".
+        :param max_entries: the per-label cap, at least 1.
+        :return: a Deferred firing, for each label in order, with a list
+            giving for each entry in order its stored time after the merge,
+            or ``None`` if the cap evicted it at once.  It fails with
+            :class:`halp.error.StoreError` if the insert could not be made
+            durable; then nothing of it was applied.
+        """
+
+    def get(label: str, start: int, stop: int, since: int) -> Deferred[list[Entry]]:
+        """
+        Entries ``start`` to ``stop - 1`` of ``label``, newest first, leaving
+        out (and stopping at) entries confirmed before ``since``.
+
+        The cost of a ``get`` grows with ``stop``, not with the size of the
+        label.
+
+        :return: a Deferred firing with a list of :class:`Entry`, empty for
+            an unknown label, or failing with :class:`halp.error.StoreError`.
+        """
+
+    def list_labels(
+        parent: str, start: int, stop: int, since: int
+    ) -> Deferred[list[LabelInfo]]:
+        """
+        Index rows ``start`` to ``stop - 1`` of the direct sublabels of
+        ``parent`` (``""`` for the top-level labels), newest activity first
+        (ties by name), leaving out rows whose time is before ``since``.
+
+        :return: a Deferred firing with a list of :class:`LabelInfo` carrying
+            full label names.
+        """
+
+    def purge(before: int) -> Deferred[int]:
+        """
+        Delete every entry and index row whose time is before ``before``.
+
+        :return: a Deferred firing with the number of entries deleted.
+        """
+
+    def close() -> Deferred[None]:
+        """
+        Finish pending work and release resources; the store is not used
+        afterwards.
+
+        :return: a Deferred firing when every acknowledged write is durable
+            and the store is closed.
+        """

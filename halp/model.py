@@ -1,0 +1,283 @@
+# -*- test-case-name: halp.test.test_model -*-
+"""
+HALP's data model: entries, label index rows, limits, and the syntax rules
+for labels, hosts, ports and timestamps.
+
+Everything here is pure: no I/O, no clock, no Twisted.  The wire codec
+(:mod:`halp.wire`), the core (:mod:`halp.core`) and the stores all use these
+definitions, so each rule is written exactly once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+from halp.error import ErrorCode, ProtocolError
+
+__all__ = [
+    "Entry",
+    "LabelInfo",
+    "Limits",
+    "RejectedEntry",
+    "Window",
+    "RESERVED_LABELS",
+    "check_label",
+    "check_host",
+    "check_port",
+    "check_timestamp",
+    "label_ancestors",
+    "label_parent",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """
+    One ``host port`` pair under a label, with the time it was last
+    confirmed to work.
+
+    :ivar timestamp: POSIX seconds (UTC) of the latest confirmation.
+    :ivar host: an IPv4 or IPv6 address in its canonical text form, or a
+        lower-case DNS name (see :func:`check_host`).
+    :ivar port: 1 to 65535.
+    """
+
+    timestamp: int
+    host: str
+    port: int
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The ``(host, port)`` pair that identifies this entry in a label."""
+        return (self.host, self.port)
+
+
+@dataclass(frozen=True, slots=True)
+class LabelInfo:
+    """
+    A row of the label index: a label and the newest confirmed time of any
+    entry inserted into it or into one of its sublabels.
+
+    :ivar timestamp: POSIX seconds of the label's newest activity.
+    :ivar name: the full label, for example ``myapp/v2``.
+    """
+
+    timestamp: int
+    name: str
+
+    @property
+    def segment(self) -> str:
+        """The last segment of the name, as the wire protocol lists it."""
+        return self.name.rpartition("/")[2]
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedEntry:
+    """
+    An entry that was offered but cannot be stored, with the reason.
+
+    :ivar raw: the entry as offered, as one line of printable ASCII.
+    :ivar reason: why it was refused, for a human.
+    """
+
+    raw: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """
+    A slice ``[start:stop]`` of a newest-first list.
+
+    :ivar start: index of the first item, from 0.
+    :ivar stop: index after the last item, or ``None`` for "as many as the
+        server allows".
+    """
+
+    start: int
+    stop: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """
+    The numbers that bound what one HALP server stores and answers.
+
+    Every server announces these in its ``hello`` answer.  The defaults are
+    the ones documented in ``docs/protocol.rst``.
+    """
+
+    #: Entries kept per label; the oldest-confirmed ones are evicted.
+    max_entries: int = 1000
+    #: Seconds after its last confirmation that an entry stops being served.
+    ttl: int = 86400
+    #: Entries answered by ``get LABEL`` without a slice.
+    default_slice: int = 10
+    #: The widest slice one ``get`` answers.
+    max_slice: int = 100
+    #: Entry lines accepted in one ``insert`` block.
+    max_insert_entries: int = 100
+    #: Labels named by one ``insert`` request.
+    max_insert_labels: int = 16
+    #: Bytes in one request line, not counting its line ending.
+    max_line: int = 1024
+
+
+#: Label names that cannot be used, as a whole label or as its first
+#: segment: ``get labels`` is the top-level index.
+RESERVED_LABELS = frozenset({"labels"})
+
+MAX_LABEL_LENGTH = 255
+MAX_SEGMENT_LENGTH = 64
+MAX_LABEL_DEPTH = 16
+MAX_TIMESTAMP_DIGITS = 12  # up to the year 33658; anything later is garbage
+MAX_HOST_LENGTH = 253
+
+_SEGMENT = re.compile(r"[A-Za-z0-9_.\-]{1,%d}\Z" % MAX_SEGMENT_LENGTH)
+_DIGITS = re.compile(r"[0-9]+\Z")
+_DNS_LABEL = re.compile(r"(?!-)[a-z0-9\-]{1,63}(?<!-)\Z")
+_LOOKS_NUMERIC = re.compile(r"[0-9.]+\Z")
+
+
+def check_label(label: str) -> str:
+    """
+    Check that ``label`` is a valid HALP label and return it.
+
+    A label is 1 to 16 segments joined by ``/``.  A segment is 1 to 64 ASCII
+    letters, digits, ``_``, ``-`` or ``.``, and not made of dots only.  The
+    whole label is at most 255 characters and does not start with a
+    reserved segment (``labels``).  Labels are case-sensitive.
+
+    :raises ProtocolError: with code ``bad-label`` naming the problem.
+    """
+    if not label:
+        raise ProtocolError(ErrorCode.BAD_LABEL, "empty label")
+    if len(label) > MAX_LABEL_LENGTH:
+        raise ProtocolError(
+            ErrorCode.BAD_LABEL, f"label longer than {MAX_LABEL_LENGTH} characters"
+        )
+    segments = label.split("/")
+    if len(segments) > MAX_LABEL_DEPTH:
+        raise ProtocolError(
+            ErrorCode.BAD_LABEL, f"label deeper than {MAX_LABEL_DEPTH} segments"
+        )
+    for segment in segments:
+        if not segment:
+            raise ProtocolError(ErrorCode.BAD_LABEL, "empty label segment")
+        if not _SEGMENT.match(segment):
+            if len(segment) > MAX_SEGMENT_LENGTH:
+                why = f"longer than {MAX_SEGMENT_LENGTH} characters"
+            else:
+                why = "allowed are A-Z a-z 0-9 _ - ."
+            raise ProtocolError(
+                ErrorCode.BAD_LABEL, f"bad label segment {segment!r}: {why}"
+            )
+        if segment.strip(".") == "":
+            raise ProtocolError(
+                ErrorCode.BAD_LABEL, f"bad label segment {segment!r}: dots only"
+            )
+    if segments[0] in RESERVED_LABELS:
+        raise ProtocolError(ErrorCode.BAD_LABEL, f"label {segments[0]!r} is reserved")
+    return label
+
+
+def label_parent(label: str) -> str:
+    """
+    The label whose sublabel ``label`` is, or ``""`` for a top-level label.
+
+    >>> label_parent("myapp/v2")
+    'myapp'
+    """
+    return label.rpartition("/")[0]
+
+
+def label_ancestors(label: str) -> list[str]:
+    """
+    ``label`` and every label above it, deepest first.
+
+    >>> label_ancestors("a/b/c")
+    ['a/b/c', 'a/b', 'a']
+    """
+    result = [label]
+    while "/" in label:
+        label = label_parent(label)
+        result.append(label)
+    return result
+
+
+def check_host(host: str) -> str:
+    """
+    Check a host and return its canonical form.
+
+    IPv4 addresses are dotted quads without leading zeros; IPv6 addresses are
+    written without brackets or zone and come back compressed
+    (``2001:DB8:0::1`` becomes ``2001:db8::1``).  Anything else must be an
+    RFC 1123 DNS name, which comes back in lower case without a trailing dot;
+    a name whose last label is all digits is refused, so that a mistyped
+    IPv4 address is not taken for a name.
+
+    :raises ProtocolError: with code ``bad-entry``.
+    """
+    if not host or len(host) > MAX_HOST_LENGTH + 1:
+        raise ProtocolError(ErrorCode.BAD_ENTRY, "bad host: wrong length")
+    if ":" in host:
+        if "%" in host or "[" in host:
+            raise ProtocolError(
+                ErrorCode.BAD_ENTRY, "bad host: write IPv6 without brackets or zone"
+            )
+        try:
+            return ipaddress.IPv6Address(host).compressed
+        except ValueError:
+            raise ProtocolError(
+                ErrorCode.BAD_ENTRY, "bad host: not a valid IPv6 address"
+            ) from None
+    if _LOOKS_NUMERIC.match(host):
+        try:
+            return ipaddress.IPv4Address(host).compressed
+        except ValueError:
+            raise ProtocolError(
+                ErrorCode.BAD_ENTRY, "bad host: not a valid IPv4 address"
+            ) from None
+    name = host.lower()
+    if name.endswith("."):
+        name = name[:-1]
+    if len(name) > MAX_HOST_LENGTH:
+        raise ProtocolError(ErrorCode.BAD_ENTRY, "bad host: name too long")
+    labels = name.split(".")
+    for part in labels:
+        if not _DNS_LABEL.match(part):
+            raise ProtocolError(ErrorCode.BAD_ENTRY, "bad host: not a valid DNS name")
+    if labels[-1].isdigit():
+        raise ProtocolError(
+            ErrorCode.BAD_ENTRY, "bad host: numeric top-level domain"
+        )
+    return name
+
+
+def check_port(text: str) -> int:
+    """
+    Parse a port: decimal digits, 1 to 65535.
+
+    :raises ProtocolError: with code ``bad-entry``.
+    """
+    if not _DIGITS.match(text) or len(text) > 5:
+        raise ProtocolError(ErrorCode.BAD_ENTRY, "bad port: expected 1-65535")
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise ProtocolError(ErrorCode.BAD_ENTRY, "bad port: expected 1-65535")
+    return port
+
+
+def check_timestamp(text: str) -> int:
+    """
+    Parse a timestamp: non-negative integer POSIX seconds, in ASCII digits.
+
+    :raises ProtocolError: with code ``bad-entry``.
+    """
+    if not _DIGITS.match(text) or len(text) > MAX_TIMESTAMP_DIGITS:
+        raise ProtocolError(
+            ErrorCode.BAD_ENTRY, "bad timestamp: expected integer POSIX seconds"
+        )
+    return int(text)

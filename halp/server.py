@@ -1,0 +1,412 @@
+# -*- test-case-name: halp.test.test_server -*-
+"""
+The HALP/1 server: a thin line protocol and the factory that answers it.
+
+:class:`HALPServerProtocol` frames lines, feeds them to the codec's
+:class:`~halp.wire.RequestDecoder`, and writes replies in request order;
+:class:`HALPServerFactory` owns the connections and turns each request into
+a call on the :class:`~halp.core.HALPCore` and the result into a
+:class:`~halp.wire.Reply`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Union
+
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IReactorTime,
+)
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from halp.core import HALPCore, Page, Refused, Stored
+from halp.error import ErrorCode, ProtocolError, StoreError
+from halp.model import Entry, LabelInfo
+from halp.wire import (
+    Get,
+    Hello,
+    Insert,
+    ListLabels,
+    Quit,
+    Reply,
+    Request,
+    RequestDecoder,
+    format_entry,
+    format_error,
+    format_failure,
+    format_field,
+    format_label,
+    format_ok,
+    format_success,
+    summarize,
+)
+
+__all__ = ["HALPServerFactory", "HALPServerProtocol", "describe_address"]
+
+
+class _Close:
+    """Marks the end of a connection's input in its request queue."""
+
+
+_CLOSE = _Close()
+_Item = Union[Request, ProtocolError, _Close]
+
+
+def describe_address(address: IAddress) -> str:
+    """``host:port`` (``[v6]:port``) of a TCP address, else its ``str``."""
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if host is None or port is None:
+        return str(address)
+    if ":" in host:
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"
+
+
+@implementer(IHalfCloseableProtocol)
+class HALPServerProtocol(LineReceiver):
+    """
+    One HALP/1 connection.
+
+    Requests are answered one at a time, in order; while one waits for the
+    store, later ones queue up, and past :attr:`MAX_QUEUED` queued requests
+    the connection stops reading.
+
+    The libhalp compatibility rule lives here too, because it is about
+    framing: when the first request of a connection is left without its
+    line ending and the peer then goes quiet for
+    :attr:`HALPServerFactory.compat_window` seconds (or half-closes), that
+    request is answered with its data lines only and the connection closes.
+    """
+
+    delimiter = b"\n"
+    factory: HALPServerFactory
+    #: A TCP-like transport: ITCPTransport and IPushProducer.
+    transport: Any
+    _log = Logger()
+
+    #: Requests waiting for their turn before the connection stops reading.
+    MAX_QUEUED = 64
+
+    def __init__(self) -> None:
+        self._queue: deque[_Item] = deque()
+        self._busy = False
+        self._pumping = False
+        self._answered_any = False
+        self._input_done = False
+        self._lost = False
+        self._libhalp = False
+        self._compat_call: IDelayedCall | None = None
+        self._idle_call: IDelayedCall | None = None
+        self._abort_call: IDelayedCall | None = None
+        self.peer = "?"
+
+    # -- connection lifecycle -----------------------------------------------
+
+    def connectionMade(self) -> None:
+        factory = self.factory
+        self.MAX_LENGTH = factory.core.limits.max_line + 1  # room for CR of CRLF
+        self._decoder = RequestDecoder(factory.core.limits)
+        self.peer = describe_address(self.transport.getPeer())
+        factory.connection_opened(self)
+        self._reset_idle()
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+        self._lost = True
+        self._input_done = True
+        self._queue.clear()
+        for call in (self._compat_call, self._idle_call, self._abort_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._compat_call = self._idle_call = self._abort_call = None
+        self.factory.connection_closed(self)
+
+    def readConnectionLost(self) -> None:
+        """The peer half-closed: answer what it sent, then close."""
+        self._end_input(libhalp=self._first_request_unfinished())
+
+    def writeConnectionLost(self) -> None:
+        self.transport.loseConnection()
+
+    # -- input ---------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._input_done:
+            return
+        self._reset_idle()
+        super().dataReceived(data)
+        if data:
+            self._watch_for_libhalp(data)
+
+    def lineReceived(self, line: bytes) -> None:
+        if self._input_done:
+            return
+        item = self._decoder.feed(line)
+        if item is not None:
+            self._enqueue(item)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self._enqueue(
+            ProtocolError(
+                ErrorCode.LINE_TOO_LONG,
+                f"request lines are at most {self.factory.core.limits.max_line} bytes",
+            )
+        )
+        self._input_done = True
+        self._enqueue(_CLOSE)
+        self.transport.pauseProducing()
+
+    def _first_request_unfinished(self) -> bool:
+        return not self._answered_any and not self._queue and (
+            self._decoder.in_block or bool(self._partial)
+        )
+
+    def _watch_for_libhalp(self, data: bytes) -> None:
+        # A chunk that does not end in LF leaves a partial line buffered.
+        self._partial = not data.endswith(b"\n")
+        if self._compat_call is not None and self._compat_call.active():
+            self._compat_call.cancel()
+        self._compat_call = None
+        if self._first_request_unfinished() and self._partial:
+            self._compat_call = self.factory.clock.callLater(
+                self.factory.compat_window, self._compat_timeout
+            )
+
+    _partial = False
+
+    def _compat_timeout(self) -> None:
+        self._compat_call = None
+        self._end_input(libhalp=True)
+
+    def _end_input(self, libhalp: bool) -> None:
+        """No more input will come: answer what is buffered, then close."""
+        if self._input_done:
+            return
+        self._libhalp = libhalp
+        rest = self.clearLineBuffer()
+        for line in rest.split(self.delimiter) if rest else ():
+            self.lineReceived(line)
+        self._input_done = True
+        item = self._decoder.end()
+        if item is not None:
+            self._enqueue(item)
+        self._enqueue(_CLOSE)
+
+    # -- answering -----------------------------------------------------------
+
+    def _enqueue(self, item: _Item) -> None:
+        self._answered_any = self._answered_any or not isinstance(item, _Close)
+        self._queue.append(item)
+        if len(self._queue) > self.MAX_QUEUED and not self.paused:
+            self.pauseProducing()
+        self._pump()
+
+    def _pump(self) -> None:
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            while self._queue and not self._busy and not self._lost:
+                item = self._queue.popleft()
+                if isinstance(item, _Close):
+                    self._close()
+                    return
+                if isinstance(item, ProtocolError):
+                    self._send(item, Reply((), format_error(item.code, item.message)))
+                    continue
+                if isinstance(item, Quit):
+                    self._send(item, Reply((), format_ok("bye")))
+                    self._close()
+                    return
+                self._busy = True
+                self.factory.respond(item).addCallback(self._replied, item)
+            if (
+                self.paused
+                and not self._input_done
+                and len(self._queue) <= self.MAX_QUEUED // 2
+            ):
+                self.resumeProducing()
+        finally:
+            self._pumping = False
+
+    def _replied(self, reply: Reply, request: Request) -> None:
+        self._busy = False
+        self._send(request, reply)
+        self._pump()
+
+    def _send(self, request: Request | ProtocolError, reply: Reply) -> None:
+        if self._lost:
+            return
+        if self._libhalp:
+            self.transport.writeSequence(reply.lines)
+        else:
+            self.transport.writeSequence(reply.lines + (reply.status,))
+        self._reset_idle()
+        self.factory.log_request(self, request, reply)
+
+    def _close(self) -> None:
+        self._input_done = True
+        self._queue.clear()
+        self.transport.loseConnection()
+        # loseConnection waits for the peer to read what is buffered; one
+        # that never reads is cut off.
+        self._abort_call = self.factory.clock.callLater(
+            self.factory.abort_timeout, self.transport.abortConnection
+        )
+
+    # -- idle timeout --------------------------------------------------------
+
+    def _reset_idle(self) -> None:
+        if self._idle_call is not None and self._idle_call.active():
+            self._idle_call.reset(self.factory.idle_timeout)
+        elif not self._input_done:
+            self._idle_call = self.factory.clock.callLater(
+                self.factory.idle_timeout, self._idle
+            )
+
+    def _idle(self) -> None:
+        self._idle_call = None
+        if self._busy or self._lost:
+            return
+        self.factory.log_idle(self)
+        self._input_done = True
+        self._queue.clear()
+        self._close()
+
+
+class HALPServerFactory(Factory):
+    """
+    Builds :class:`HALPServerProtocol` connections over one
+    :class:`~halp.core.HALPCore` and answers their requests.
+
+    :param core: the rules and the store.
+    :param clock: for timeouts (the reactor, or a ``Clock`` in tests).
+    :param idle_timeout: seconds of silence after which a connection is
+        closed.
+    :param compat_window: seconds of silence after an unterminated first
+        request before it is answered the libhalp way.
+    :param abort_timeout: seconds a closing connection may take to drain
+        before it is aborted.
+    """
+
+    protocol = HALPServerProtocol  # type: ignore[assignment]
+    noisy = False
+    _log = Logger()
+
+    def __init__(
+        self,
+        core: HALPCore,
+        clock: IReactorTime,
+        *,
+        idle_timeout: float = 60.0,
+        compat_window: float = 0.3,
+        abort_timeout: float = 15.0,
+    ) -> None:
+        self.core = core
+        self.clock = clock
+        self.idle_timeout = idle_timeout
+        self.compat_window = compat_window
+        self.abort_timeout = abort_timeout
+        self.connections: set[HALPServerProtocol] = set()
+
+    # -- connection events ---------------------------------------------------
+
+    def connection_opened(self, proto: HALPServerProtocol) -> None:
+        self.connections.add(proto)
+        self._log.info("{peer} connected", peer=proto.peer)
+
+    def connection_closed(self, proto: HALPServerProtocol) -> None:
+        self.connections.discard(proto)
+        self._log.info("{peer} disconnected", peer=proto.peer)
+
+    def log_request(
+        self, proto: HALPServerProtocol, request: Request | ProtocolError, reply: Reply
+    ) -> None:
+        what = (
+            "(malformed request)" if isinstance(request, ProtocolError) else summarize(request)
+        )
+        self._log.info(
+            "{peer} {request} -> {status}",
+            peer=proto.peer,
+            request=what,
+            status=reply.status.decode("ascii").rstrip("\n"),
+            lines=len(reply.lines),
+        )
+
+    def log_idle(self, proto: HALPServerProtocol) -> None:
+        self._log.info("{peer} idle for {timeout} s, closing", peer=proto.peer, timeout=self.idle_timeout)
+
+    # -- answering -----------------------------------------------------------
+
+    def respond(self, request: Request) -> Deferred[Reply]:
+        """
+        Answer one request.  The Deferred never fails: every failure becomes
+        an ``error`` status line.
+        """
+        return maybeDeferred(self._dispatch, request).addErrback(self._failed, request)
+
+    def _dispatch(self, request: Request) -> Deferred[Reply]:
+        core = self.core
+        if isinstance(request, Get):
+            return core.get(request.label, request.window).addCallback(self._entries)
+        if isinstance(request, ListLabels):
+            return core.list_labels(request.parent, request.window).addCallback(
+                self._labels
+            )
+        if isinstance(request, Insert):
+            return core.insert(request.labels, request.entries).addCallback(self._inserted)
+        if isinstance(request, Hello):
+            fields = tuple(format_field(k, v) for k, v in core.hello())
+            return succeed(Reply(fields, format_ok()))
+        raise AssertionError(f"no handler for {request!r}")
+
+    @staticmethod
+    def _page_status(page: Page[Entry] | Page[LabelInfo], limit: int) -> bytes:
+        if page.capped:
+            return format_ok(f"{len(page.items)} capped-at {limit}")
+        return format_ok(str(len(page.items)))
+
+    def _entries(self, page: Page[Entry]) -> Reply:
+        lines = tuple(format_entry(e) for e in page.items)
+        return Reply(lines, self._page_status(page, self.core.limits.max_slice))
+
+    def _labels(self, page: Page[LabelInfo]) -> Reply:
+        lines = tuple(format_label(info) for info in page.items)
+        return Reply(lines, self._page_status(page, self.core.limits.max_slice))
+
+    @staticmethod
+    def _inserted(outcomes: list[Stored | Refused]) -> Reply:
+        lines = []
+        stored = 0
+        for outcome in outcomes:
+            if isinstance(outcome, Stored):
+                stored += 1
+                lines.append(format_success(outcome.label, outcome.entry))
+            else:
+                lines.append(format_failure(outcome.label, outcome.raw, outcome.reason))
+        return Reply(tuple(lines), format_ok(f"{stored} stored {len(outcomes) - stored} failed"))
+
+    def _failed(self, failure: Failure, request: Request) -> Reply:
+        if failure.check(ProtocolError):
+            error = failure.value
+            assert isinstance(error, ProtocolError)
+            return Reply((), format_error(error.code, error.message))
+        if failure.check(StoreError):
+            self._log.warn(
+                "Store failed answering {request}: {error}",
+                request=summarize(request),
+                error=str(failure.value),
+            )
+            return Reply(
+                (), format_error(ErrorCode.UNAVAILABLE, "store unavailable, try again later")
+            )
+        self._log.failure("Unexpected error answering {request}", failure, request=summarize(request))
+        return Reply((), format_error(ErrorCode.INTERNAL, "internal server error"))

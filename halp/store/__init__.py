@@ -1,0 +1,89 @@
+# -*- test-case-name: halp.test.test_store -*-
+"""
+Store backends and the ``--store`` specification that selects one.
+
+``memory``
+    :class:`~halp.store.memory.MemoryStore`; nothing survives a restart.
+``sqlite:PATH[?synchronous=full|normal]``
+    :class:`~halp.store.sqlite.SQLiteStore` on ``PATH`` (created if missing).
+    ``sqlite`` alone means ``sqlite:halp.sqlite3`` in the working directory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl
+
+from twisted.internet.interfaces import IReactorFromThreads
+
+from halp.interfaces import IHostStore
+
+__all__ = ["DEFAULT_STORE", "StoreSpec", "parse_store_spec", "make_store"]
+
+#: The store ``twistd halp`` uses without ``--store``.
+DEFAULT_STORE = "sqlite:halp.sqlite3"
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """A parsed ``--store`` value."""
+
+    kind: str
+    path: str = ""
+    options: dict[str, str] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """The spec as an operator would write it."""
+        return f"{self.kind}:{self.path}" if self.path else self.kind
+
+
+def parse_store_spec(spec: str) -> StoreSpec:
+    """
+    Parse a ``--store`` value, without touching any file.
+
+    :raises ValueError: with a one-line explanation.
+    """
+    kind, sep, rest = spec.partition(":")
+    if kind == "memory" and not rest:
+        return StoreSpec("memory")
+    if kind == "sqlite":
+        path, _, query = rest.partition("?")
+        path = path or DEFAULT_STORE.partition(":")[2]
+        try:
+            options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
+        except ValueError:
+            raise ValueError(f"bad options {query!r} in {spec!r}") from None
+        unknown = set(options) - {"synchronous"}
+        if unknown:
+            raise ValueError(f"unknown SQLite option {sorted(unknown)[0]!r}")
+        synchronous = options.get("synchronous", "full")
+        if synchronous not in ("full", "normal"):
+            raise ValueError("synchronous must be 'full' or 'normal'")
+        return StoreSpec("sqlite", path, {"synchronous": synchronous})
+    raise ValueError(
+        f"unknown store {spec!r}: use 'memory' or 'sqlite:PATH'"
+    )
+
+
+def check_store(spec: StoreSpec) -> None:
+    """
+    Make sure the store of ``spec`` can be opened: create a missing SQLite
+    database, upgrade an old one, refuse a foreign or newer one.
+
+    :raises halp.error.StoreError: with a one-line explanation.
+    """
+    if spec.kind == "sqlite":
+        from halp.store.sqlite import open_database
+
+        open_database(spec.path, spec.options["synchronous"]).close()
+
+
+def make_store(spec: StoreSpec, reactor: IReactorFromThreads) -> IHostStore:
+    """Build the store ``spec`` describes."""
+    if spec.kind == "memory":
+        from halp.store.memory import MemoryStore
+
+        return MemoryStore()
+    from halp.store.sqlite import SQLiteStore
+
+    return SQLiteStore(reactor, spec.path, spec.options["synchronous"])

@@ -1,0 +1,291 @@
+# -*- test-case-name: halp.test.test_tap -*-
+"""
+``twistd halp``: options and service construction for the HALP server.
+
+Nothing here imports the reactor at module level; :func:`makeService`
+imports it when twistd has already installed the one it chose.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+from twisted.application.internet import TimerService
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.python.failure import Failure
+
+from halp import __version__
+from halp.core import HALPCore
+from halp.error import StoreError
+from halp.interfaces import IHostStore
+from halp.model import Limits
+from halp.server import HALPServerFactory, describe_address
+from halp.store import DEFAULT_STORE, StoreSpec, check_store, make_store, parse_store_spec
+
+__all__ = ["Options", "makeService", "DEFAULT_PORT", "parse_duration"]
+
+#: The HALP/1 port.
+DEFAULT_PORT = 7100
+
+_DEFAULTS = Limits()
+
+_DURATION = re.compile(r"([0-9]+)([smhd]?)\Z")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> int:
+    """
+    Whole seconds from ``90``, ``90s``, ``15m``, ``6h`` or ``7d``.
+
+    :raises ValueError: for anything else, or zero.
+    """
+    match = _DURATION.match(text.strip())
+    if match is None or int(match.group(1)) == 0:
+        raise ValueError(f"expected a duration like 3600, 90m, 24h or 7d, not {text!r}")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _count(low: int, high: int) -> Callable[[str], int]:
+    def coerce(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise ValueError(f"expected an integer from {low} to {high}, not {text!r}")
+        return value
+
+    coerce.coerceDoc = f"An integer from {low} to {high}."  # type: ignore[attr-defined]
+    return coerce
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 86400:
+        raise ValueError(f"expected seconds (0 < s <= 86400), not {text!r}")
+    return value
+
+
+def normalize_endpoint(description: str) -> str:
+    """
+    A bare port number means ``tcp:PORT``; any other value must be a server
+    endpoint string that Twisted can parse.
+
+    :raises ValueError: naming the problem.
+    """
+    description = description.strip()
+    if description.isdigit():
+        port = int(description)
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port {port} out of range")
+        return f"tcp:{port}"
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import serverFromString
+
+    try:
+        serverFromString(reactor, description)
+    except Exception as e:  # the parsers raise many kinds
+        raise ValueError(f"not a valid endpoint {description!r}: {e}") from None
+    return description
+
+
+class Options(usage.Options):
+    """Command-line options of ``twistd halp``."""
+
+    synopsis = "[options]"
+    longdesc = (
+        "Serve HALP/1, the Host Address List Protocol, on TCP port "
+        f"{DEFAULT_PORT} (or the given endpoints), keeping entries in "
+        "SQLite (or the given store)."
+    )
+
+    optParameters: list[list[Any]] = [
+        [
+            "store",
+            None,
+            DEFAULT_STORE,
+            "Where entries live: 'memory', or 'sqlite:PATH' "
+            "(optionally '?synchronous=normal').",
+        ],
+        [
+            "max-entries",
+            None,
+            _DEFAULTS.max_entries,
+            "Entries kept per label; the oldest-confirmed are evicted.",
+            _count(1, 10_000_000),
+        ],
+        [
+            "ttl",
+            None,
+            _DEFAULTS.ttl,
+            "How long an entry is served after its last confirmation: "
+            "seconds, or 90m, 24h, 7d.",
+            parse_duration,
+        ],
+        [
+            "idle-timeout",
+            None,
+            60.0,
+            "Seconds of silence after which a connection is closed.",
+            _seconds,
+        ],
+        [
+            "purge-interval",
+            None,
+            60.0,
+            "Seconds between purges of expired entries.",
+            _seconds,
+        ],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["ports"] = []
+        self._failed = False
+
+    def opt_port(self, description: str) -> None:
+        """
+        Listen on this endpoint: a port number or a Twisted endpoint string
+        such as tcp:7100:interface=127.0.0.1 or tcp6:7100 (repeatable;
+        default tcp:7100).
+        """
+        try:
+            self["ports"].append(normalize_endpoint(description))
+        except ValueError as e:
+            raise usage.UsageError(f"--port: {e}") from None
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        try:
+            super().parseOptions(options)
+        except usage.UsageError:
+            self._failed = True
+            raise
+
+    def getUsage(self, width: int | None = None) -> str:
+        # twistd prints the usage before an error message; after a bad value
+        # a pointer to --help is enough, so that the error stays in view.
+        if self._failed:
+            return "Run 'twistd halp --help' for the options.\n"
+        return super().getUsage(width)
+
+    def postOptions(self) -> None:
+        if not self["ports"]:
+            self["ports"] = [f"tcp:{DEFAULT_PORT}"]
+        try:
+            spec = parse_store_spec(self["store"])
+        except ValueError as e:
+            raise usage.UsageError(f"--store: {e}") from None
+        try:
+            check_store(spec)
+        except StoreError as e:
+            raise usage.UsageError(f"--store: {e}") from None
+        self["store-spec"] = spec
+
+    def limits(self) -> Limits:
+        """The :class:`Limits` these options ask for."""
+        return Limits(max_entries=self["max-entries"], ttl=self["ttl"])
+
+
+class StoreService(Service):
+    """Closes the store when the server stops, after the listeners."""
+
+    def __init__(self, store: IHostStore) -> None:
+        self.store = store
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return self.store.close()
+
+
+class ListenerService(Service):
+    """
+    Listens on one endpoint and logs the address it got (useful with port
+    0).  If listening fails at start-up, it raises :class:`SystemExit` with
+    a one-line message, so that ``twistd`` stops instead of serving nothing.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self, description: str, endpoint: IStreamServerEndpoint, factory: Factory
+    ) -> None:
+        self.description = description
+        self.endpoint = endpoint
+        self.factory = factory
+        self.port: IListeningPort | None = None
+        self._listening: Deferred[IListeningPort] | None = None
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self._listen()
+
+    def startService(self) -> None:
+        super().startService()
+        self._listen()
+
+    def _listen(self) -> None:
+        if self._listening is not None:
+            return
+        failed: list[Failure] = []
+        self._listening = self.endpoint.listen(self.factory)
+        self._listening.addCallbacks(self._listened, failed.append)
+        if failed:
+            raise SystemExit(
+                f"twistd halp: cannot listen on {self.description}: "
+                f"{failed[0].getErrorMessage()}"
+            )
+        self._listening.addErrback(self._failed_later)
+
+    def _listened(self, port: IListeningPort) -> IListeningPort:
+        self.port = port
+        self._log.info(
+            "HALP/1 listening on {address} ({endpoint})",
+            address=describe_address(port.getHost()),
+            endpoint=self.description,
+        )
+        return port
+
+    def _failed_later(self, failure: Failure) -> None:
+        self._log.failure("Cannot listen on {endpoint}", failure, endpoint=self.description)
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        if self.port is not None:
+            port, self.port = self.port, None
+            return port.stopListening()
+        return None
+
+
+def makeService(options: Options) -> IService:
+    """Build the HALP server's service tree from parsed options."""
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import serverFromString
+
+    spec: StoreSpec = options["store-spec"]
+    store = make_store(spec, reactor)  # type: ignore[arg-type]
+    core = HALPCore(store, reactor, options.limits())
+    factory = HALPServerFactory(core, reactor, idle_timeout=options["idle-timeout"])
+
+    top = MultiService()
+    StoreService(store).setServiceParent(top)
+    purge = TimerService(options["purge-interval"], core.purge)
+    purge.clock = reactor
+    purge.setServiceParent(top)
+    for description in options["ports"]:
+        endpoint = serverFromString(reactor, description)
+        ListenerService(description, endpoint, factory).setServiceParent(top)
+    Logger().info(
+        "HALP {version} serving from the {store} store",
+        version=__version__,
+        store=spec.describe(),
+    )
+    return top

@@ -1,0 +1,413 @@
+# -*- test-case-name: halp.test.test_wire -*-
+"""
+The HALP/1 wire codec: request lines in, frozen request objects out, and the
+bytes of every response line.
+
+This module is sans-IO.  It imports nothing from :mod:`twisted.internet`; a
+protocol feeds it one line at a time (without the line ending) through a
+:class:`RequestDecoder` and writes whatever the ``format_*`` functions
+return.  The grammar it implements is in ``docs/protocol.rst``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Union
+
+from halp.error import ErrorCode, ProtocolError
+from halp.model import (
+    Entry,
+    LabelInfo,
+    Limits,
+    RejectedEntry,
+    Window,
+    check_host,
+    check_label,
+    check_port,
+    check_timestamp,
+)
+
+__all__ = [
+    "Get",
+    "Hello",
+    "Insert",
+    "ListLabels",
+    "Quit",
+    "Reply",
+    "Request",
+    "RequestDecoder",
+    "Status",
+    "Window",
+    "format_entry",
+    "format_error",
+    "format_failure",
+    "format_field",
+    "format_label",
+    "format_ok",
+    "format_request",
+    "format_success",
+    "parse_entry_line",
+    "parse_status",
+    "printable",
+    "summarize",
+]
+
+#: The most digits a slice bound may have.
+MAX_SLICE_DIGITS = 9
+
+
+@dataclass(frozen=True, slots=True)
+class Get:
+    """``get LABEL`` or ``get LABEL[A:B]``: entries of a label, newest first."""
+
+    label: str
+    #: ``None`` asks for the server's default first window.
+    window: Window | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ListLabels:
+    """``get labels`` (``parent == ""``) or ``get PARENT/``: the label index."""
+
+    parent: str
+    window: Window | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Insert:
+    """``insert LABEL [LABEL ...]`` and its block of entry lines."""
+
+    labels: tuple[str, ...]
+    entries: tuple[Entry | RejectedEntry, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """``hello``: the server's protocol version and limits."""
+
+
+@dataclass(frozen=True, slots=True)
+class Quit:
+    """``quit``: answer ``ok``, then close the connection."""
+
+
+#: Any request a :class:`RequestDecoder` produces.
+Request = Union[Get, ListLabels, Insert, Hello, Quit]
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """
+    A whole response: data lines, then exactly one status line.
+
+    Each element of ``lines`` and ``status`` is one line including its
+    ``\\n``.
+    """
+
+    lines: tuple[bytes, ...]
+    status: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """A parsed status line (for clients)."""
+
+    ok: bool
+    #: ``None`` for ``ok``, else the error code as sent (it may be one this
+    #: version does not know).
+    code: str | None
+    text: str
+
+
+_WORDS = re.compile(rb"[ \t]+")
+_TARGET = re.compile(
+    r"(?P<name>[^\[\]]*)(?:\[(?P<start>[0-9]*):(?P<stop>[0-9]*)\])?\Z"
+)
+
+
+def _words(line: bytes) -> list[bytes]:
+    return [w for w in _WORDS.split(line) if w]
+
+
+def printable(raw: bytes) -> str:
+    """
+    ``raw`` as one line of printable ASCII: any other byte becomes ``\\xNN``.
+    Used to echo what a peer sent without letting it forge lines.
+    """
+    return "".join(
+        chr(b) if 0x20 <= b < 0x7F and b != 0x5C else "\\x%02x" % b for b in raw
+    )
+
+
+def _ascii(raw: bytes, what: str) -> str:
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"{what} is not ASCII") from None
+    return text
+
+
+def parse_entry_line(line: bytes) -> Entry:
+    """
+    Parse ``TIMESTAMP HOST PORT`` (fields separated by spaces or tabs).
+
+    :raises ProtocolError: with code ``bad-entry`` and the reason.
+    """
+    words = _words(line)
+    if len(words) != 3:
+        raise ProtocolError(
+            ErrorCode.BAD_ENTRY, "expected 3 fields: TIMESTAMP HOST PORT"
+        )
+    timestamp, host, port = (_ascii(w, "entry") for w in words)
+    return Entry(check_timestamp(timestamp), check_host(host), check_port(port))
+
+
+def _parse_window(start: str | None, stop: str | None) -> Window | None:
+    if start is None:
+        return None
+    if len(start) > MAX_SLICE_DIGITS or len(stop or "") > MAX_SLICE_DIGITS:
+        raise ProtocolError(ErrorCode.BAD_RANGE, "slice bound too large")
+    first = int(start) if start else 0
+    last = int(stop) if stop else None
+    if last is not None and last < first:
+        raise ProtocolError(ErrorCode.BAD_RANGE, "slice ends before it starts")
+    return Window(first, last)
+
+
+def _parse_get(args: list[bytes]) -> Get | ListLabels:
+    if len(args) != 1:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "usage: get LABEL[A:B]")
+    target = _ascii(args[0], "label")
+    match = _TARGET.match(target)
+    if match is None:
+        raise ProtocolError(ErrorCode.BAD_RANGE, "a slice is written [A:B]")
+    name = match.group("name")
+    window = _parse_window(match.group("start"), match.group("stop"))
+    if name == "labels":
+        return ListLabels("", window)
+    if name.endswith("/"):
+        return ListLabels(check_label(name[:-1]), window)
+    return Get(check_label(name), window)
+
+
+def _parse_insert_header(args: list[bytes], limits: Limits) -> tuple[str, ...]:
+    if not args:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "usage: insert LABEL [LABEL ...]")
+    labels = tuple(dict.fromkeys(check_label(_ascii(a, "label")) for a in args))
+    if len(labels) > limits.max_insert_labels:
+        raise ProtocolError(
+            ErrorCode.TOO_MANY_LABELS,
+            f"at most {limits.max_insert_labels} labels per insert",
+        )
+    return labels
+
+
+class RequestDecoder:
+    """
+    Turns request lines into requests.
+
+    Feed it each line without its line ending.  Most lines are a whole
+    request; ``insert`` opens a block that ends at the next empty line, and
+    the decoder buffers at most ``limits.max_insert_entries`` parsed entries
+    of it (later lines are counted and dropped, and the request fails with
+    ``too-many-entries``).  Syntax errors come back as :class:`ProtocolError`
+    values, not raised, so that the caller answers them in request order.
+    """
+
+    def __init__(self, limits: Limits) -> None:
+        self._limits = limits
+        self._in_block = False
+        self._labels: tuple[str, ...] = ()
+        self._block_error: ProtocolError | None = None
+        self._entries: list[Entry | RejectedEntry] = []
+        self._extra = 0
+
+    @property
+    def in_block(self) -> bool:
+        """Whether an ``insert`` block is open, waiting for its empty line."""
+        return self._in_block
+
+    def feed(self, line: bytes) -> Request | ProtocolError | None:
+        """
+        Take one line.
+
+        :return: a complete request, a :class:`ProtocolError` to answer, or
+            ``None`` when the line completes nothing (a blank line between
+            requests, or an entry line inside a block).
+        """
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if self._in_block:
+            if line.strip(b" \t"):
+                self._add_entry(line)
+                return None
+            return self.end()
+        words = _words(line)
+        if not words:
+            return None
+        command, args = words[0], words[1:]
+        try:
+            if command == b"get":
+                return _parse_get(args)
+            if command == b"insert":
+                self._open_block(args)
+                return None
+            if command == b"hello":
+                return Hello()
+            if command == b"quit":
+                if args:
+                    raise ProtocolError(ErrorCode.BAD_REQUEST, "usage: quit")
+                return Quit()
+            raise ProtocolError(
+                ErrorCode.UNKNOWN_COMMAND,
+                f"unknown command {printable(command)!r}; "
+                "known: get, insert, hello, quit",
+            )
+        except ProtocolError as e:
+            return e
+
+    def end(self) -> Request | ProtocolError | None:
+        """
+        End an open ``insert`` block (an empty line, or the end of the
+        input) and return the request it makes; ``None`` if none was open.
+        """
+        if not self._in_block:
+            return None
+        self._in_block = False
+        labels, entries, extra = self._labels, tuple(self._entries), self._extra
+        error, self._block_error = self._block_error, None
+        self._labels, self._entries, self._extra = (), [], 0
+        if error is not None:
+            return error
+        if extra:
+            return ProtocolError(
+                ErrorCode.TOO_MANY_ENTRIES,
+                f"{len(entries) + extra} entry lines; at most "
+                f"{self._limits.max_insert_entries} per insert",
+            )
+        return Insert(labels, entries)
+
+    def _open_block(self, args: list[bytes]) -> None:
+        self._in_block = True
+        try:
+            self._labels = _parse_insert_header(args, self._limits)
+        except ProtocolError as e:
+            self._block_error = e
+
+    def _add_entry(self, line: bytes) -> None:
+        if self._block_error is not None:
+            return
+        if len(self._entries) >= self._limits.max_insert_entries:
+            self._extra += 1
+            return
+        try:
+            self._entries.append(parse_entry_line(line))
+        except ProtocolError as e:
+            self._entries.append(RejectedEntry(printable(line.strip(b" \t")), e.message))
+
+
+# -- responses ---------------------------------------------------------------
+
+
+def format_entry(entry: Entry) -> bytes:
+    """``TIMESTAMP HOST PORT``: a data line of a ``get`` answer."""
+    return b"%d %s %d\n" % (entry.timestamp, entry.host.encode("ascii"), entry.port)
+
+
+def format_label(info: LabelInfo) -> bytes:
+    """``TIMESTAMP NAME``: a data line of a label listing (last segment)."""
+    return b"%d %s\n" % (info.timestamp, info.segment.encode("ascii"))
+
+
+def format_success(label: str, entry: Entry) -> bytes:
+    """``success: LABEL TIMESTAMP HOST PORT``, with the stored time."""
+    return b"success: %s %d %s %d\n" % (
+        label.encode("ascii"),
+        entry.timestamp,
+        entry.host.encode("ascii"),
+        entry.port,
+    )
+
+
+def format_failure(label: str, raw: str, reason: str) -> bytes:
+    """``failure: LABEL LINE ; REASON``: an entry that was not stored."""
+    return ("failure: %s %s ; %s\n" % (label, raw, _one_line(reason))).encode("ascii")
+
+
+def format_field(key: str, value: object) -> bytes:
+    """``KEY VALUE``: a data line of a ``hello`` answer."""
+    return ("%s %s\n" % (key, _one_line(str(value)))).encode("ascii")
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _one_line(text: str) -> str:
+    ascii_text = text.encode("ascii", "backslashreplace").decode("ascii")
+    return _CONTROL.sub(lambda m: "\\x%02x" % ord(m.group()), ascii_text)
+
+
+def format_ok(text: str = "") -> bytes:
+    """The ``ok`` status line, with optional words after it."""
+    if not text:
+        return b"ok\n"
+    return ("ok %s\n" % _one_line(text)).encode("ascii")
+
+
+def format_error(code: ErrorCode, message: str) -> bytes:
+    """The ``error CODE MESSAGE`` status line."""
+    return ("error %s %s\n" % (code.value, _one_line(message))).encode("ascii")
+
+
+def parse_status(line: bytes) -> Status | None:
+    """
+    Parse a status line (without its line ending); ``None`` for a data line.
+    """
+    if line.endswith(b"\r"):
+        line = line[:-1]
+    text = line.decode("ascii", "replace")
+    word, _, rest = text.partition(" ")
+    if word == "ok":
+        return Status(True, None, rest)
+    if word == "error":
+        code, _, message = rest.partition(" ")
+        return Status(False, code, message)
+    return None
+
+
+# -- requests, for clients ---------------------------------------------------
+
+
+def _format_target(name: str, window: Window | None) -> str:
+    if window is None:
+        return name
+    stop = "" if window.stop is None else str(window.stop)
+    return f"{name}[{window.start}:{stop}]"
+
+
+def format_request(request: Request) -> bytes:
+    """The bytes a client sends for ``request``, line endings included."""
+    if isinstance(request, Get):
+        return b"get %s\n" % _format_target(request.label, request.window).encode()
+    if isinstance(request, ListLabels):
+        name = request.parent + "/" if request.parent else "labels"
+        return b"get %s\n" % _format_target(name, request.window).encode()
+    if isinstance(request, Insert):
+        lines: list[bytes] = [b"insert %s\n" % " ".join(request.labels).encode()]
+        for entry in request.entries:
+            if isinstance(entry, RejectedEntry):
+                raise ValueError("cannot send an unparsed entry line")
+            lines.append(format_entry(entry))
+        lines.append(b"\n")
+        return b"".join(lines)
+    if isinstance(request, Hello):
+        return b"hello\n"
+    return b"quit\n"
+
+
+def summarize(request: Request) -> str:
+    """A short text form of ``request`` for logs."""
+    if isinstance(request, Insert):
+        return "insert %s (%d entries)" % (" ".join(request.labels), len(request.entries))
+    return format_request(request).decode("ascii").strip()
