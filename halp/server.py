@@ -154,6 +154,7 @@ class HALPServerProtocol(LineReceiver):
             self._enqueue(item)
 
     def lineLengthExceeded(self, line: bytes) -> None:
+        self.transport.pauseProducing()
         self._enqueue(
             ProtocolError(
                 ErrorCode.LINE_TOO_LONG,
@@ -162,7 +163,6 @@ class HALPServerProtocol(LineReceiver):
         )
         self._input_done = True
         self._enqueue(_CLOSE)
-        self.transport.pauseProducing()
 
     def _first_request_unfinished(self) -> bool:
         return not self._answered_any and not self._queue and (

@@ -261,7 +261,7 @@ class RequestDecoder:
                 return Quit()
             raise ProtocolError(
                 ErrorCode.UNKNOWN_COMMAND,
-                f"unknown command {printable(command)!r}; "
+                f"unknown command '{printable(command)}'; "
                 "known: get, insert, hello, quit",
             )
         except ProtocolError as e:

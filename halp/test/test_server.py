@@ -1,0 +1,364 @@
+"""
+Tests for :mod:`halp.server`: the line protocol and its factory, in memory
+(``StringTransport`` and a ``Clock``; no sockets, no waiting).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence, cast
+
+from twisted.internet.address import IPv6Address
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver, StringTransport
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+
+from halp.core import HALPCore
+from halp.error import StoreError
+from halp.model import Entry, LabelInfo, Limits
+from halp.server import HALPServerFactory, HALPServerProtocol, describe_address
+from halp.store.memory import MemoryStore
+
+NOW = 1_800_000_000
+
+
+class HeldStore(MemoryStore):
+    """A memory store whose answers wait until :meth:`release`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold = False
+        self.waiting: list[tuple[Deferred[Any], Deferred[Any]]] = []
+
+    def _maybe_hold(self, d: Deferred[Any]) -> Deferred[Any]:
+        if not self.hold:
+            return d
+        later: Deferred[Any] = Deferred()
+        self.waiting.append((d, later))
+        return later
+
+    def get(self, label: str, start: int, stop: int, since: int) -> Deferred[list[Entry]]:
+        return self._maybe_hold(super().get(label, start, stop, since))
+
+    def insert(
+        self, labels: Sequence[str], entries: Sequence[Entry], max_entries: int
+    ) -> Deferred[list[list[int | None]]]:
+        return self._maybe_hold(super().insert(labels, entries, max_entries))
+
+    def release_one(self) -> None:
+        d, later = self.waiting.pop(0)
+        d.chainDeferred(later)
+
+
+class ServerTestCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(NOW)
+        self.store = HeldStore()
+        self.core = HALPCore(self.store, self.clock, Limits(max_line=100))
+        self.factory = HALPServerFactory(self.core, self.clock, idle_timeout=60, compat_window=0.3)
+        self.proto, self.transport = self.connect()
+
+    def connect(self) -> tuple[HALPServerProtocol, StringTransport]:
+        transport = StringTransport()
+        proto = cast(HALPServerProtocol, self.factory.buildProtocol(transport.getPeer()))
+        proto.makeConnection(transport)
+        return proto, transport
+
+    def send(self, data: bytes) -> None:
+        self.proto.dataReceived(data)
+
+    def lines(self) -> list[bytes]:
+        value: bytes = self.transport.value()
+        self.transport.clear()
+        return value.splitlines()
+
+
+class RequestTests(ServerTestCase):
+    def test_insert_then_get(self) -> None:
+        self.send(b"insert a b\n%d 198.51.100.7 6881\n%d Example.com 80\n\n" % (NOW - 1, NOW + 99))
+        self.assertEqual(
+            self.lines(),
+            [
+                b"success: a %d 198.51.100.7 6881" % (NOW - 1),
+                b"success: a %d example.com 80" % NOW,
+                b"success: b %d 198.51.100.7 6881" % (NOW - 1),
+                b"success: b %d example.com 80" % NOW,
+                b"ok 4 stored 0 failed",
+            ],
+        )
+        self.send(b"get a\r\n")
+        self.assertEqual(
+            self.lines(),
+            [b"%d example.com 80" % NOW, b"%d 198.51.100.7 6881" % (NOW - 1), b"ok 2"],
+        )
+
+    def test_insert_failures_keep_libhalp_shape_with_reason(self) -> None:
+        self.send(b"insert a\n%d h 0\n5 h 1\n\n" % NOW)
+        self.assertEqual(
+            self.lines(),
+            [
+                b"failure: a %d h 0 ; bad port: expected 1-65535" % NOW,
+                b"failure: a 5 h 1 ; expired: confirmed more than 86400 s ago",
+                b"ok 0 stored 2 failed",
+            ],
+        )
+
+    def test_labels_and_sublabels(self) -> None:
+        self.send(b"insert app/v1 app/v2 bt\n%d h 1\n\n" % NOW)
+        self.lines()
+        self.send(b"get labels\nget app/\nget app/v1/\n")
+        self.assertEqual(
+            self.lines(),
+            [b"%d app" % NOW, b"%d bt" % NOW, b"ok 2", b"%d v1" % NOW, b"%d v2" % NOW, b"ok 2", b"ok 0"],
+        )
+
+    def test_capped_slice(self) -> None:
+        self.send(b"get a[0:500]\nget a[0:100]\n")
+        self.assertEqual(self.lines(), [b"ok 0 capped-at 100", b"ok 0"])
+
+    def test_hello(self) -> None:
+        self.send(b"hello\n")
+        lines = self.lines()
+        self.assertEqual(lines[0], b"protocol HALP/1")
+        self.assertIn(b"max-line 100", lines)
+        self.assertIn(b"time %d" % NOW, lines)
+        self.assertEqual(lines[-1], b"ok")
+
+    def test_errors_keep_the_connection_usable(self) -> None:
+        self.send(b"bogus\nget bad!label\nget a[5:2]\nget\nget ok\n")
+        lines = self.lines()
+        self.assertEqual(
+            [line.split(b" ")[:2] for line in lines],
+            [
+                [b"error", b"unknown-command"],
+                [b"error", b"bad-label"],
+                [b"error", b"bad-range"],
+                [b"error", b"bad-request"],
+                [b"ok", b"0"],
+            ],
+        )
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_quit(self) -> None:
+        self.send(b"quit\nget a\n")
+        self.assertEqual(self.lines(), [b"ok bye"])
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_store_failure_is_unavailable(self) -> None:
+        self.store.get = lambda *a: fail(StoreError("disk gone"))  # type: ignore[method-assign]
+        self.send(b"get a\n")
+        self.assertEqual(self.lines(), [b"error unavailable store unavailable, try again later"])
+
+    def test_unexpected_failure_is_internal_and_logged(self) -> None:
+        self.store.get = lambda *a: fail(ZeroDivisionError("bug"))  # type: ignore[method-assign]
+        self.send(b"get a\nget a\n")
+        self.assertEqual(self.lines(), [b"error internal internal server error"] * 2)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 2)
+
+    def test_every_request_is_logged(self) -> None:
+        events = EventLoggingObserver()
+        globalLogPublisher.addObserver(events)
+        self.addCleanup(globalLogPublisher.removeObserver, events)
+        self.send(b"get a\nbogus\n")
+        logged = [(e["request"], e["status"]) for e in events if "request" in e]
+        self.assertEqual(
+            logged,
+            [
+                ("get a", "ok 0"),
+                ("(malformed request)", "error unknown-command unknown command 'bogus'; "
+                 "known: get, insert, hello, quit"),
+            ],
+        )
+        self.assertTrue(all(e["peer"] == "192.168.1.1:54321" for e in events if "request" in e))
+
+
+class PipelineTests(ServerTestCase):
+    def test_answers_in_order_while_the_store_is_slow(self) -> None:
+        self.store.hold = True
+        self.send(b"insert a\n%d h 1\n\nbogus\nget a\nhello\n" % NOW)
+        self.assertEqual(self.transport.value(), b"")
+        self.store.release_one()
+        self.assertEqual(self.lines(), [b"success: a %d h 1" % NOW, b"ok 1 stored 0 failed", b"error unknown-command unknown command 'bogus'; known: get, insert, hello, quit"])
+        self.store.release_one()
+        lines = self.lines()
+        self.assertEqual(lines[:2], [b"%d h 1" % NOW, b"ok 1"])
+        self.assertEqual(lines[2], b"protocol HALP/1")
+
+    def test_one_request_at_a_time(self) -> None:
+        self.store.hold = True
+        self.send(b"get a\nget b\nget c\n")
+        self.assertEqual(len(self.store.waiting), 1)
+        self.store.release_one()
+        self.assertEqual(len(self.store.waiting), 1)
+
+    def test_stops_reading_when_too_many_requests_wait(self) -> None:
+        self.store.hold = True
+        limit = HALPServerProtocol.MAX_QUEUED
+        self.send(b"get a\n" * (limit + 50))
+        self.assertEqual(self.transport.producerState, "paused")
+        self.assertEqual(len(self.proto._queue), limit + 1)
+        while self.store.waiting:
+            self.store.release_one()
+        self.assertEqual(self.transport.producerState, "producing")
+        self.assertEqual(self.lines().count(b"ok 0"), limit + 50)
+
+    def test_many_pipelined_requests(self) -> None:
+        self.send(b"insert a\n%d h 1\n\n" % NOW + b"get a\n" * 1000)
+        lines = self.lines()
+        self.assertEqual(lines.count(b"ok 1"), 1000)
+        self.assertEqual(lines.count(b"%d h 1" % NOW), 1000)
+
+
+class LineLengthTests(ServerTestCase):
+    def test_overlong_line_without_newline(self) -> None:
+        self.send(b"get a\n" + b"x" * 500)
+        self.assertEqual(
+            self.lines(), [b"ok 0", b"error line-too-long request lines are at most 100 bytes"]
+        )
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_overlong_complete_line(self) -> None:
+        self.send(b"get " + b"x" * 200 + b"\nget a\n")
+        self.assertEqual(self.lines(), [b"error line-too-long request lines are at most 100 bytes"])
+        self.assertTrue(self.transport.disconnecting)
+        self.send(b"get a\n")
+        self.assertEqual(self.lines(), [])
+
+    def test_longest_line_with_crlf_is_fine(self) -> None:
+        label = b"a" * 60 + b"/" + b"b" * (100 - len(b"get ") - 61)
+        self.send(b"get " + label + b"\r\n")
+        self.assertEqual(self.lines(), [b"ok 0"])
+
+
+class TimeoutTests(ServerTestCase):
+    def test_idle_connection_is_closed(self) -> None:
+        self.clock.advance(59)
+        self.send(b"get a\n")
+        self.clock.advance(59)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(1)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_closing_peer_that_does_not_read_is_aborted(self) -> None:
+        self.clock.advance(60)
+        self.assertTrue(self.transport.disconnecting)
+        self.assertFalse(self.transport.disconnected)
+        self.clock.advance(self.factory.abort_timeout)
+        self.assertTrue(self.transport.disconnected)
+
+    def test_no_idle_close_while_a_request_is_in_flight(self) -> None:
+        self.store.hold = True
+        self.send(b"get a\n")
+        self.clock.advance(120)
+        self.assertFalse(self.transport.disconnecting)
+        self.store.release_one()
+        self.assertEqual(self.lines(), [b"ok 0"])
+        self.clock.advance(60)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_timers_are_cancelled_on_disconnect(self) -> None:
+        self.send(b"get a")
+        self.proto.connectionLost()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class LibhalpTests(ServerTestCase):
+    """The 2011 libhalp client sends one unterminated request and reads until close."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.send(b"insert bt\n%d 198.51.100.7 6881\n\n" % NOW)
+        self.proto, self.transport = self.connect()
+
+    def test_unterminated_get_then_quiet(self) -> None:
+        self.send(b"get bt")
+        self.clock.advance(0.29)
+        self.assertEqual(self.transport.value(), b"")
+        self.clock.advance(0.01)
+        self.assertEqual(self.lines(), [b"%d 198.51.100.7 6881" % NOW])
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_unterminated_get_in_pieces(self) -> None:
+        self.send(b"ge")
+        self.clock.advance(0.2)
+        self.send(b"t bt")
+        self.clock.advance(0.2)
+        self.assertEqual(self.transport.value(), b"")
+        self.clock.advance(0.1)
+        self.assertEqual(self.lines(), [b"%d 198.51.100.7 6881" % NOW])
+
+    def test_unterminated_insert(self) -> None:
+        self.send(b"insert x\n%d h 1" % NOW)
+        self.clock.advance(0.3)
+        self.assertEqual(self.lines(), [b"success: x %d h 1" % NOW])
+        self.assertTrue(self.transport.disconnecting)
+        self.proto, self.transport = self.connect()
+        self.send(b"get x\n")
+        self.assertEqual(self.lines(), [b"%d h 1" % NOW, b"ok 1"])
+
+    def test_unterminated_error_has_no_status_line_either(self) -> None:
+        self.send(b"get bad!")
+        self.clock.advance(0.3)
+        self.assertEqual(self.lines(), [])
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_half_close(self) -> None:
+        self.send(b"get bt")
+        self.proto.readConnectionLost()
+        self.assertEqual(self.lines(), [b"%d 198.51.100.7 6881" % NOW])
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_half_close_after_complete_request_is_normal(self) -> None:
+        self.send(b"get bt\n")
+        self.proto.readConnectionLost()
+        self.assertEqual(self.lines(), [b"%d 198.51.100.7 6881" % NOW, b"ok 1"])
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_half_close_with_later_unterminated_request_is_normal(self) -> None:
+        self.send(b"get bt\nget bt")
+        self.proto.readConnectionLost()
+        self.assertEqual(self.lines(), [b"%d 198.51.100.7 6881" % NOW, b"ok 1"] * 2)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_half_close_mid_insert_block(self) -> None:
+        self.send(b"insert y\n%d h 2\n" % NOW)
+        self.proto.readConnectionLost()
+        self.assertEqual(self.lines(), [b"success: y %d h 2" % NOW])
+
+    def test_terminated_request_waits(self) -> None:
+        self.send(b"get bt\n")
+        self.assertEqual(self.lines(), [b"%d 198.51.100.7 6881" % NOW, b"ok 1"])
+        self.send(b"get bt")
+        self.clock.advance(10)
+        self.assertEqual(self.lines(), [])
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_slow_modern_client_is_not_mistaken(self) -> None:
+        """A terminated request line never triggers the libhalp window."""
+        self.send(b"insert z\n")
+        self.clock.advance(5)
+        self.send(b"%d h 3\n" % NOW)
+        self.clock.advance(5)
+        self.send(b"\n")
+        self.assertEqual(self.lines(), [b"success: z %d h 3" % NOW, b"ok 1 stored 0 failed"])
+
+
+class FactoryTests(ServerTestCase):
+    def test_tracks_connections(self) -> None:
+        self.assertEqual(self.factory.connections, {self.proto})
+        other, _ = self.connect()
+        self.assertEqual(len(self.factory.connections), 2)
+        self.proto.connectionLost()
+        self.assertEqual(self.factory.connections, {other})
+
+    def test_describe_address(self) -> None:
+        self.assertEqual(describe_address(IPv6Address("TCP", "::1", 7100)), "[::1]:7100")
+        self.assertEqual(describe_address(self.transport.getPeer()), "192.168.1.1:54321")
+
+    def test_index_lines_show_last_segment(self) -> None:
+        self.successResultOf(self.core.insert(["a/b/c"], [Entry(NOW, "h", 1)]))
+        self.send(b"get a/b/\n")
+        self.assertEqual(self.lines(), [b"%d c" % NOW, b"ok 1"])
+        self.assertEqual(LabelInfo(NOW, "a/b/c").segment, "c")

@@ -1,0 +1,287 @@
+"""
+What the SQLite store does beyond the store contract: schema versions,
+refusing foreign files, group commit, failure isolation, query plans, and
+agreement with the memory store under random operations.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any, Callable, TypeVar
+
+from hypothesis import settings, strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from halp.error import StoreError, StoreSchemaError
+from halp.model import Entry, LabelInfo
+from halp.store.memory import MemoryStore
+from halp.store.sqlite import SCHEMA_VERSION, InlineRunner, SQLiteStore, open_database
+
+T = TypeVar("T")
+
+
+class RecordingRunner(InlineRunner):
+    """Runs work inline, or holds it until :meth:`release` when asked to."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+        self.hold = False
+        self.held: list[tuple[Callable[[], Any], Deferred[Any]]] = []
+
+    def run(self, work: Callable[[], T]) -> Deferred[T]:
+        self.batches += 1
+        if self.hold:
+            d: Deferred[T] = Deferred()
+            self.held.append((work, d))
+            return d
+        return maybeDeferred(work)
+
+    def release(self) -> None:
+        held, self.held = self.held, []
+        for work, d in held:
+            maybeDeferred(work).chainDeferred(d)
+
+
+class SchemaTests(SynchronousTestCase):
+    def test_new_database_gets_current_version(self) -> None:
+        path = self.mktemp()
+        open_database(path).close()
+        with sqlite3.connect(path) as conn:
+            (version,) = conn.execute("SELECT version FROM halp_version").fetchone()
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        self.assertEqual(version, SCHEMA_VERSION)
+        self.assertEqual(mode, "wal")
+
+    def test_reopen_keeps_data(self) -> None:
+        path = self.mktemp()
+        store = SQLiteStore(reactor, path, runner=InlineRunner())  # type: ignore[arg-type]
+        self.successResultOf(store.insert(["a"], [Entry(5, "h.example", 1)], 10))
+        self.successResultOf(store.close())
+        store = SQLiteStore(reactor, path, runner=InlineRunner())  # type: ignore[arg-type]
+        self.assertEqual(
+            self.successResultOf(store.get("a", 0, 10, 0)), [Entry(5, "h.example", 1)]
+        )
+        self.successResultOf(store.close())
+
+    def test_refuses_foreign_sqlite_file(self) -> None:
+        path = self.mktemp()
+        with sqlite3.connect(path) as conn:
+            conn.execute("CREATE TABLE t (x)")
+        e = self.assertRaises(StoreSchemaError, open_database, path)
+        self.assertIn("not a HALP one", str(e))
+        with sqlite3.connect(path) as conn:
+            tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master")]
+        self.assertEqual(tables, ["t"])
+
+    def test_refuses_newer_schema(self) -> None:
+        path = self.mktemp()
+        open_database(path).close()
+        with sqlite3.connect(path) as conn:
+            conn.execute("UPDATE halp_version SET version = ?", (SCHEMA_VERSION + 1,))
+        e = self.assertRaises(StoreSchemaError, open_database, path)
+        self.assertIn("newer than this HALP supports", str(e))
+
+    def test_refuses_file_that_is_not_a_database(self) -> None:
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"this is not sqlite" * 100)
+        e = self.assertRaises(StoreSchemaError, open_database, path)
+        self.assertIn("not a usable HALP database", str(e))
+
+    def test_unopenable_path(self) -> None:
+        self.assertRaises(StoreError, open_database, self.mktemp() + "/missing/dir/db")
+
+    def test_bad_synchronous_mode(self) -> None:
+        self.assertRaises(StoreError, open_database, ":memory:", "off")
+
+    def test_get_uses_the_order_index(self) -> None:
+        """No scan and no sort per get, whatever the size of the label."""
+        conn = open_database(":memory:")
+        plan = " ".join(
+            row[-1]
+            for row in conn.execute(
+                "EXPLAIN QUERY PLAN SELECT ts, host, port FROM entries"
+                " INDEXED BY entries_order WHERE label = ? AND ts >= ?"
+                " ORDER BY ts DESC, host, port LIMIT ? OFFSET ?",
+                ("a", 0, 10, 0),
+            )
+        )
+        self.assertIn("USING COVERING INDEX entries_order", plan)
+        self.assertNotIn("TEMP B-TREE", plan)
+        conn.close()
+
+
+class BatchingTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.runner = RecordingRunner()
+        self.store = SQLiteStore(reactor, ":memory:", runner=self.runner)  # type: ignore[arg-type]
+
+    def test_operations_queued_during_a_batch_share_the_next_one(self) -> None:
+        self.runner.hold = True
+        first = self.store.insert(["a"], [Entry(1, "h.example", 1)], 100)
+        later = [self.store.insert(["a"], [Entry(i, "h.example", i)], 100) for i in range(2, 12)]
+        reads = self.store.get("a", 0, 100, 0)
+        self.assertEqual(self.runner.batches, 1)
+        self.assertNoResult(first)
+        self.runner.release()
+        self.assertEqual(self.successResultOf(first), [[1]])
+        self.assertEqual(self.runner.batches, 2)
+        for d in later:
+            self.assertNoResult(d)
+        self.runner.release()
+        self.assertEqual([self.successResultOf(d) for d in later], [[[i]] for i in range(2, 12)])
+        self.assertEqual(len(self.successResultOf(reads)), 11)
+        self.assertEqual(self.runner.batches, 2)
+
+    def test_a_failing_operation_does_not_undo_the_others(self) -> None:
+        self.runner.hold = True
+        blocker = self.store.get("a", 0, 1, 0)
+        good = self.store.insert(["a"], [Entry(1, "h.example", 1)], 10)
+
+        def broken(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO entries (label, host, port, ts) VALUES ('b', 'x', 1, 1)")
+            raise ZeroDivisionError("bug")
+
+        bad: Deferred[None] = self.store._submit(broken, True)
+        self.runner.release()
+        self.runner.release()
+        self.successResultOf(blocker)
+        self.assertEqual(self.successResultOf(good), [[1]])
+        self.failureResultOf(bad, ZeroDivisionError)
+        self.runner.hold = False
+        self.assertEqual(self.successResultOf(self.store.get("b", 0, 10, 0)), [])
+
+    def test_sqlite_errors_become_store_errors(self) -> None:
+        def broken(conn: sqlite3.Connection) -> None:
+            conn.execute("SELECT * FROM no_such_table")
+
+        failure = self.failureResultOf(self.store._submit(broken, False), StoreError)
+        self.assertIn("no_such_table", str(failure.value))
+        # The store keeps working.
+        self.successResultOf(self.store.insert(["a"], [Entry(1, "h.example", 1)], 10))
+
+    def test_failed_commit_fails_every_operation_of_the_batch(self) -> None:
+        self.successResultOf(self.store.get("a", 0, 1, 0))  # opens the database
+        conn = self.store._conn
+        assert conn is not None
+        # A commit fails when a deferred constraint breaks at COMMIT time.
+        conn.executescript(
+            "CREATE TABLE parent (id INTEGER PRIMARY KEY);"
+            "CREATE TABLE child (p INTEGER REFERENCES parent(id)"
+            " DEFERRABLE INITIALLY DEFERRED);"
+            "PRAGMA foreign_keys = ON;"
+        )
+
+        def orphan(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO child (p) VALUES (42)")
+
+        self.runner.hold = True
+        blocker = self.store.get("a", 0, 1, 0)
+        insert = self.store.insert(["a"], [Entry(1, "h.example", 1)], 10)
+        bad: Deferred[None] = self.store._submit(orphan, True)
+        self.runner.release()
+        self.runner.release()
+        self.successResultOf(blocker)
+        self.failureResultOf(insert, StoreError)
+        self.failureResultOf(bad, StoreError)
+
+    def test_closed_store_refuses_work(self) -> None:
+        self.successResultOf(self.store.close())
+        self.assertRaises(StoreError, self.store.get, "a", 0, 1, 0)
+
+    def test_unopenable_database_fails_operations(self) -> None:
+        store = SQLiteStore(
+            reactor, self.mktemp() + "/missing/db", runner=InlineRunner()  # type: ignore[arg-type]
+        )
+        self.failureResultOf(store.get("a", 0, 10, 0), StoreError)
+
+
+class ThreadTests(TestCase):
+    """The real database thread: results arrive on the reactor thread."""
+
+    def test_many_concurrent_inserts_all_commit(self) -> Deferred[None]:
+        path = self.mktemp()
+        store = SQLiteStore(reactor, path)  # type: ignore[arg-type]
+        ds = [store.insert(["a"], [Entry(i, "h.example", i)], 1000) for i in range(1, 301)]
+
+        def check(_: object) -> Deferred[None]:
+            with sqlite3.connect(path) as conn:
+                (n,) = conn.execute("SELECT COUNT(*) FROM entries").fetchone()
+                (count,) = conn.execute("SELECT entries FROM labels WHERE name = 'a'").fetchone()
+            self.assertEqual((n, count), (300, 300))
+            return store.close()
+
+        from twisted.internet.defer import gatherResults
+
+        return gatherResults(ds).addCallback(check)
+
+
+# -- the memory store is the model of every other store ----------------------
+
+hosts = st.sampled_from(["192.0.2.1", "192.0.2.2", "h.example", "2001:db8::1"])
+ports = st.sampled_from([1, 2, 7100])
+times = st.integers(min_value=0, max_value=50)
+labels = st.sampled_from(["a", "b", "a/x", "a/y", "a/x/deep", "c/z"])
+entries = st.builds(Entry, times, hosts, ports)
+
+
+class StoresAgree(RuleBasedStateMachine):
+    """Random operations give the same answers from SQLite as from memory."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = MemoryStore()
+        self.sqlite = SQLiteStore(reactor, ":memory:", runner=InlineRunner())  # type: ignore[arg-type]
+        self.tc = SynchronousTestCase()
+
+    def both(self, call: Callable[[Any], Deferred[Any]]) -> Any:
+        expected = self.tc.successResultOf(call(self.model))
+        actual = self.tc.successResultOf(call(self.sqlite))
+        assert expected == actual, (expected, actual)
+        return expected
+
+    @rule(
+        ls=st.lists(labels, min_size=1, max_size=3, unique=True),
+        es=st.lists(entries, max_size=6),
+        cap=st.integers(min_value=1, max_value=6),
+    )
+    def insert(self, ls: list[str], es: list[Entry], cap: int) -> None:
+        self.both(lambda s: s.insert(ls, es, cap))
+
+    @rule(label=labels, start=st.integers(0, 8), width=st.integers(0, 8), since=times)
+    def get(self, label: str, start: int, width: int, since: int) -> None:
+        self.both(lambda s: s.get(label, start, start + width, since))
+
+    @rule(parent=st.sampled_from(["", "a", "a/x", "c", "b"]), start=st.integers(0, 3), since=times)
+    def list_labels(self, parent: str, start: int, since: int) -> None:
+        self.both(lambda s: s.list_labels(parent, start, start + 5, since))
+
+    @precondition(lambda self: True)
+    @rule(before=times)
+    def purge(self, before: int) -> None:
+        self.both(lambda s: s.purge(before))
+
+    @invariant()
+    def everything_agrees(self) -> None:
+        for label in ["a", "b", "a/x", "a/y", "a/x/deep", "c/z"]:
+            self.both(lambda s: s.get(label, 0, 1000, 0))
+        for parent in ["", "a", "a/x", "c"]:
+            result: list[LabelInfo] = self.both(lambda s: s.list_labels(parent, 0, 1000, 0))
+            assert all(info.name.startswith(parent) for info in result)
+
+
+class StoresAgreeTests(SynchronousTestCase):
+    def test_sqlite_agrees_with_memory(self) -> None:
+        run_state_machine_as_test(
+            StoresAgree,
+            settings=settings(max_examples=150, stateful_step_count=30, deadline=None),
+        )

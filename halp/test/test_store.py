@@ -1,0 +1,269 @@
+"""
+The store contract: one suite, written once, run against every
+:class:`~halp.interfaces.IHostStore` implementation.
+
+A new backend adds a ``TestCase`` that mixes in :class:`StoreContractMixin`
+and implements :meth:`StoreContractMixin.make_store`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Generator
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.trial.unittest import TestCase
+from zope.interface.verify import verifyObject
+
+from halp.interfaces import IHostStore
+from halp.model import Entry, LabelInfo
+from halp.store.memory import MemoryStore
+from halp.store.sqlite import SQLiteStore
+
+# inlineCallbacks generators yield Deferreds and return None.
+Gen = Generator[Deferred[Any], Any, None]
+
+E1 = Entry(1000, "192.0.2.1", 1)
+E2 = Entry(2000, "192.0.2.2", 2)
+E3 = Entry(3000, "192.0.2.3", 3)
+BIG = 10**9
+
+
+if TYPE_CHECKING:
+    _Base = TestCase
+else:
+    _Base = object
+
+
+class StoreContractMixin(_Base):
+    """What every store must do.  Mix into a trial ``TestCase``."""
+
+    store: IHostStore
+
+    def make_store(self) -> IHostStore:
+        raise NotImplementedError
+
+    def setUp(self) -> None:
+        self.store = self.make_store()
+        self.addCleanup(self.store.close)
+
+    def test_interface(self) -> None:
+        self.assertTrue(verifyObject(IHostStore, self.store))
+
+    @inlineCallbacks
+    def test_empty(self) -> Gen:
+        self.assertEqual((yield self.store.get("nothing", 0, 10, 0)), [])
+        self.assertEqual((yield self.store.list_labels("", 0, 10, 0)), [])
+        self.assertEqual((yield self.store.purge(BIG)), 0)
+
+    @inlineCallbacks
+    def test_insert_and_get_newest_first(self) -> Gen:
+        stored = yield self.store.insert(["a"], [E2, E1, E3], 100)
+        self.assertEqual(stored, [[2000, 1000, 3000]])
+        self.assertEqual((yield self.store.get("a", 0, 10, 0)), [E3, E2, E1])
+
+    @inlineCallbacks
+    def test_ties_order_by_host_then_port(self) -> Gen:
+        entries = [
+            Entry(5, "b.example", 2),
+            Entry(5, "a.example", 9),
+            Entry(5, "b.example", 1),
+            Entry(6, "z.example", 1),
+        ]
+        yield self.store.insert(["a"], entries, 100)
+        self.assertEqual(
+            (yield self.store.get("a", 0, 10, 0)),
+            [
+                Entry(6, "z.example", 1),
+                Entry(5, "a.example", 9),
+                Entry(5, "b.example", 1),
+                Entry(5, "b.example", 2),
+            ],
+        )
+
+    @inlineCallbacks
+    def test_slices(self) -> Gen:
+        entries = [Entry(100 + i, "192.0.2.%d" % i, 1) for i in range(20)]
+        yield self.store.insert(["a"], entries, 100)
+        newest_first = sorted(entries, key=lambda e: -e.timestamp)
+        self.assertEqual((yield self.store.get("a", 0, 5, 0)), newest_first[0:5])
+        self.assertEqual((yield self.store.get("a", 5, 12, 0)), newest_first[5:12])
+        self.assertEqual((yield self.store.get("a", 18, 40, 0)), newest_first[18:])
+        self.assertEqual((yield self.store.get("a", 25, 30, 0)), [])
+        self.assertEqual((yield self.store.get("a", 3, 3, 0)), [])
+
+    @inlineCallbacks
+    def test_confirmed_time_only_moves_forward(self) -> Gen:
+        yield self.store.insert(["a"], [Entry(2000, "h.example", 1)], 100)
+        stored = yield self.store.insert(["a"], [Entry(1500, "h.example", 1)], 100)
+        self.assertEqual(stored, [[2000]])
+        self.assertEqual((yield self.store.get("a", 0, 10, 0)), [Entry(2000, "h.example", 1)])
+        stored = yield self.store.insert(["a"], [Entry(2500, "h.example", 1)], 100)
+        self.assertEqual(stored, [[2500]])
+        self.assertEqual((yield self.store.get("a", 0, 10, 0)), [Entry(2500, "h.example", 1)])
+
+    @inlineCallbacks
+    def test_same_address_in_one_insert(self) -> Gen:
+        stored = yield self.store.insert(
+            ["a"], [Entry(10, "h.example", 1), Entry(30, "h.example", 1), Entry(20, "h.example", 1)], 100
+        )
+        self.assertEqual(stored, [[10, 30, 30]])
+        self.assertEqual((yield self.store.get("a", 0, 10, 0)), [Entry(30, "h.example", 1)])
+
+    @inlineCallbacks
+    def test_entry_is_host_and_port(self) -> Gen:
+        yield self.store.insert(["a"], [Entry(10, "h.example", 1), Entry(20, "h.example", 2)], 100)
+        self.assertEqual(len((yield self.store.get("a", 0, 10, 0))), 2)
+
+    @inlineCallbacks
+    def test_labels_are_separate(self) -> Gen:
+        yield self.store.insert(["a", "b"], [E1], 100)
+        yield self.store.insert(["b"], [E2], 100)
+        self.assertEqual((yield self.store.get("a", 0, 10, 0)), [E1])
+        self.assertEqual((yield self.store.get("b", 0, 10, 0)), [E2, E1])
+        self.assertEqual((yield self.store.get("A", 0, 10, 0)), [])
+
+    @inlineCallbacks
+    def test_cap_evicts_oldest(self) -> Gen:
+        yield self.store.insert(["a"], [E1, E2], 3)
+        stored = yield self.store.insert(["a"], [E3, Entry(2500, "192.0.2.4", 4)], 3)
+        self.assertEqual(stored, [[3000, 2500]])
+        self.assertEqual(
+            (yield self.store.get("a", 0, 10, 0)), [E3, Entry(2500, "192.0.2.4", 4), E2]
+        )
+
+    @inlineCallbacks
+    def test_cap_reports_entries_evicted_at_once(self) -> Gen:
+        yield self.store.insert(["a"], [E2, E3], 2)
+        stored = yield self.store.insert(["a"], [E1], 2)
+        self.assertEqual(stored, [[None]])
+        self.assertEqual((yield self.store.get("a", 0, 10, 0)), [E3, E2])
+
+    @inlineCallbacks
+    def test_cap_applies_per_label(self) -> Gen:
+        yield self.store.insert(["a"], [E1, E2], 10)
+        stored = yield self.store.insert(["a", "b"], [E3], 2)
+        self.assertEqual(stored, [[3000], [3000]])
+        self.assertEqual((yield self.store.get("a", 0, 10, 0)), [E3, E2])
+        self.assertEqual((yield self.store.get("b", 0, 10, 0)), [E3])
+
+    @inlineCallbacks
+    def test_cap_never_exceeded_by_big_insert(self) -> Gen:
+        entries = [Entry(i, "192.0.2.%d" % i, 1) for i in range(1, 51)]
+        stored = yield self.store.insert(["a"], entries, 7)
+        self.assertEqual(stored[0][:43], [None] * 43)
+        self.assertEqual(stored[0][43:], list(range(44, 51)))
+        got = yield self.store.get("a", 0, 100, 0)
+        self.assertEqual([e.timestamp for e in got], list(range(50, 43, -1)))
+
+    @inlineCallbacks
+    def test_get_leaves_out_expired(self) -> Gen:
+        yield self.store.insert(["a"], [E1, E2, E3], 100)
+        self.assertEqual((yield self.store.get("a", 0, 10, 2000)), [E3, E2])
+        self.assertEqual((yield self.store.get("a", 0, 10, 2001)), [E3])
+        self.assertEqual((yield self.store.get("a", 0, 10, 3001)), [])
+
+    @inlineCallbacks
+    def test_label_index(self) -> Gen:
+        yield self.store.insert(["app/v1", "app/v2/x"], [E1], 100)
+        yield self.store.insert(["bittorrent"], [E2], 100)
+        yield self.store.insert(["app/v2/y"], [E3], 100)
+        self.assertEqual(
+            (yield self.store.list_labels("", 0, 10, 0)),
+            [LabelInfo(3000, "app"), LabelInfo(2000, "bittorrent")],
+        )
+        self.assertEqual(
+            (yield self.store.list_labels("app", 0, 10, 0)),
+            [LabelInfo(3000, "app/v2"), LabelInfo(1000, "app/v1")],
+        )
+        self.assertEqual(
+            (yield self.store.list_labels("app/v2", 0, 10, 0)),
+            [LabelInfo(3000, "app/v2/y"), LabelInfo(1000, "app/v2/x")],
+        )
+        self.assertEqual((yield self.store.list_labels("app/v1", 0, 10, 0)), [])
+        self.assertEqual((yield self.store.list_labels("", 1, 10, 0)), [LabelInfo(2000, "bittorrent")])
+        self.assertEqual((yield self.store.list_labels("", 0, 10, 2500)), [LabelInfo(3000, "app")])
+
+    @inlineCallbacks
+    def test_label_index_ties_by_name(self) -> Gen:
+        yield self.store.insert(["b", "a", "c"], [E1], 100)
+        self.assertEqual(
+            [i.name for i in (yield self.store.list_labels("", 0, 10, 0))], ["a", "b", "c"]
+        )
+
+    @inlineCallbacks
+    def test_label_index_time_only_moves_forward(self) -> Gen:
+        yield self.store.insert(["a/b"], [E3], 100)
+        yield self.store.insert(["a/c"], [E1], 100)
+        self.assertEqual((yield self.store.list_labels("", 0, 10, 0)), [LabelInfo(3000, "a")])
+
+    @inlineCallbacks
+    def test_label_index_uses_stored_time(self) -> Gen:
+        """An old confirmation of a newer entry is activity at the newer time."""
+        yield self.store.insert(["a"], [E3], 100)
+        yield self.store.insert(["b"], [E1], 100)
+        yield self.store.insert(["b"], [Entry(500, E1.host, E1.port)], 100)
+        self.assertEqual(
+            (yield self.store.list_labels("", 0, 10, 0)),
+            [LabelInfo(3000, "a"), LabelInfo(1000, "b")],
+        )
+
+    @inlineCallbacks
+    def test_no_index_row_for_nothing_kept(self) -> Gen:
+        stored = yield self.store.insert(["a"], [], 100)
+        self.assertEqual(stored, [[]])
+        self.assertEqual((yield self.store.list_labels("", 0, 10, 0)), [])
+
+    @inlineCallbacks
+    def test_purge(self) -> Gen:
+        yield self.store.insert(["a"], [E1, E2], 100)
+        yield self.store.insert(["b/c"], [E1], 100)
+        yield self.store.insert(["d"], [E3], 100)
+        self.assertEqual((yield self.store.purge(2000)), 2)
+        self.assertEqual((yield self.store.get("a", 0, 10, 0)), [E2])
+        self.assertEqual((yield self.store.get("b/c", 0, 10, 0)), [])
+        self.assertEqual(
+            (yield self.store.list_labels("", 0, 10, 0)),
+            [LabelInfo(3000, "d"), LabelInfo(2000, "a")],
+        )
+        self.assertEqual((yield self.store.list_labels("b", 0, 10, 0)), [])
+
+    @inlineCallbacks
+    def test_purge_keeps_cap_accounting(self) -> Gen:
+        """After a purge, a full label has room again for exactly as many."""
+        yield self.store.insert(["a"], [E1, E2, E3], 3)
+        yield self.store.purge(2500)
+        stored = yield self.store.insert(
+            ["a"], [Entry(4000, "192.0.2.4", 4), Entry(5000, "192.0.2.5", 5)], 3
+        )
+        self.assertEqual(stored, [[4000, 5000]])
+        got = yield self.store.get("a", 0, 10, 0)
+        self.assertEqual([e.timestamp for e in got], [5000, 4000, 3000])
+        stored = yield self.store.insert(["a"], [Entry(6000, "192.0.2.6", 6)], 3)
+        got = yield self.store.get("a", 0, 10, 0)
+        self.assertEqual([e.timestamp for e in got], [6000, 5000, 4000])
+
+    @inlineCallbacks
+    def test_lowered_cap_trims_on_next_insert(self) -> Gen:
+        yield self.store.insert(["a"], [E1, E2, E3], 10)
+        yield self.store.insert(["a"], [Entry(4000, "192.0.2.4", 4)], 2)
+        got = yield self.store.get("a", 0, 10, 0)
+        self.assertEqual([e.timestamp for e in got], [4000, 3000])
+
+    @inlineCallbacks
+    def test_close_waits_for_pending_writes(self) -> Gen:
+        pending = self.store.insert(["a"], [E1], 10)
+        yield self.store.close()
+        self.assertEqual((yield pending), [[1000]])
+
+
+class MemoryStoreTests(StoreContractMixin, TestCase):
+    def make_store(self) -> IHostStore:
+        return MemoryStore()
+
+
+class SQLiteStoreTests(StoreContractMixin, TestCase):
+    """The SQLite store on a real file, with its real database thread."""
+
+    def make_store(self) -> IHostStore:
+        return SQLiteStore(reactor, self.mktemp() + ".sqlite3")  # type: ignore[arg-type]

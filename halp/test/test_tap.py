@@ -1,0 +1,170 @@
+"""Tests for :mod:`halp.tap`: ``twistd halp`` options and service tree."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+from twisted.application.internet import TimerService
+from twisted.application.service import IServiceCollection
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactor
+from twisted.python.usage import UsageError
+from twisted.trial.unittest import SynchronousTestCase
+
+from halp.core import HALPCore
+from halp.model import Limits
+from halp.server import HALPServerFactory
+from halp.store import StoreSpec
+from halp.store.memory import MemoryStore
+from halp.store.sqlite import SQLiteStore
+from halp.tap import ListenerService, Options, StoreService, makeService, parse_duration
+
+
+def parse(*argv: str) -> Options:
+    options = Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+class OptionsTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        # The default store is a file in the working directory: use a fresh one.
+        path = self.mktemp()
+        os.makedirs(path)
+        self.addCleanup(os.chdir, os.getcwd())
+        os.chdir(path)
+
+    def test_defaults(self) -> None:
+        options = parse()
+        self.assertEqual(
+            {k: options[k] for k in ("ports", "store", "max-entries", "ttl", "idle-timeout", "purge-interval")},
+            {
+                "ports": ["tcp:7100"],
+                "store": "sqlite:halp.sqlite3",
+                "max-entries": 1000,
+                "ttl": 86400,
+                "idle-timeout": 60.0,
+                "purge-interval": 60.0,
+            },
+        )
+        self.assertEqual(
+            options["store-spec"], StoreSpec("sqlite", "halp.sqlite3", {"synchronous": "full"})
+        )
+        self.assertTrue(os.path.exists("halp.sqlite3"))
+        self.assertEqual(options.limits(), Limits(max_entries=1000, ttl=86400))
+
+    def test_everything(self) -> None:
+        options = parse(
+            "--port", "7101",
+            "--port", "tcp6:7101:interface=\\:\\:1",
+            "--store", "memory",
+            "--max-entries", "50",
+            "--ttl", "90m",
+            "--idle-timeout", "5.5",
+            "--purge-interval", "10",
+        )
+        self.assertEqual(options["ports"], ["tcp:7101", "tcp6:7101:interface=\\:\\:1"])
+        self.assertEqual(options["store-spec"], StoreSpec("memory"))
+        self.assertEqual(options.limits(), Limits(max_entries=50, ttl=5400))
+        self.assertEqual((options["idle-timeout"], options["purge-interval"]), (5.5, 10.0))
+
+    def test_sqlite_options(self) -> None:
+        options = parse("--store", "sqlite:x.db?synchronous=normal")
+        self.assertEqual(options["store-spec"], StoreSpec("sqlite", "x.db", {"synchronous": "normal"}))
+
+    def test_bad_values_name_the_option(self) -> None:
+        for argv, text in [
+            (["--max-entries", "nope"], "expected an integer from 1 to 10000000, not 'nope'"),
+            (["--max-entries", "0"], "from 1 to"),
+            (["--ttl", "0"], "expected a duration"),
+            (["--ttl", "5y"], "expected a duration"),
+            (["--idle-timeout", "-1"], "expected seconds"),
+            (["--port", "notanendpoint"], "--port: not a valid endpoint"),
+            (["--port", "99999"], "--port: port 99999 out of range"),
+            (["--store", "bogus:x"], "--store: unknown store 'bogus:x'"),
+            (["--store", "sqlite:x?journal=off"], "--store: unknown SQLite option 'journal'"),
+            (["--store", "sqlite:x?synchronous=off"], "--store: synchronous must be"),
+            (["--store", "sqlite:/nonexistent/dir/x.db"], "--store: cannot open"),
+            (["--nonsense"], "nonsense"),
+        ]:
+            options = Options()
+            e = self.assertRaises(UsageError, options.parseOptions, argv)
+            self.assertIn(text, str(e))
+            self.assertEqual(str(e).count("\n"), 0)
+            self.assertEqual(options.getUsage(), "Run 'twistd halp --help' for the options.\n")
+
+    def test_foreign_database_is_refused(self) -> None:
+        with sqlite3.connect("other.db") as conn:
+            conn.execute("CREATE TABLE t (x)")
+        e = self.assertRaises(UsageError, parse, "--store", "sqlite:other.db")
+        self.assertIn("not a HALP one", str(e))
+
+    def test_usage_lists_options(self) -> None:
+        usage = Options().getUsage()
+        for option in ("--port", "--store", "--max-entries", "--ttl", "--idle-timeout"):
+            self.assertIn(option, usage)
+
+    def test_durations(self) -> None:
+        self.assertEqual(
+            [parse_duration(t) for t in ("90", "90s", "15m", "6h", "7d")],
+            [90, 90, 900, 21600, 604800],
+        )
+
+
+class MakeServiceTests(SynchronousTestCase):
+    def test_service_tree(self) -> None:
+        options = parse("--store", "memory", "--port", "tcp:0", "--port", "tcp6:0", "--ttl", "1h")
+        top = makeService(options)
+        children = list(IServiceCollection(top))
+        self.assertIsInstance(children[0], StoreService)
+        assert isinstance(children[0], StoreService)
+        self.assertIsInstance(children[0].store, MemoryStore)
+        self.assertIsInstance(children[1], TimerService)
+        listeners = children[2:]
+        self.assertEqual([type(s) for s in listeners], [ListenerService, ListenerService])
+        assert isinstance(listeners[0], ListenerService)
+        self.assertEqual([s.description for s in listeners], ["tcp:0", "tcp6:0"])
+        factory = listeners[0].factory
+        assert isinstance(factory, HALPServerFactory)
+        self.assertEqual(factory.core.limits.ttl, 3600)
+        self.assertIs(factory.core.store, children[0].store)
+
+    def test_sqlite_store(self) -> None:
+        path = self.mktemp()
+        top = makeService(parse("--store", f"sqlite:{path}"))
+        service = list(IServiceCollection(top))[0]
+        assert isinstance(service, StoreService)
+        self.assertIsInstance(service.store, SQLiteStore)
+        assert isinstance(service.store, SQLiteStore)
+        self.assertEqual(service.store.path, path)
+
+
+class ListenerServiceTests(SynchronousTestCase):
+    def factory(self) -> HALPServerFactory:
+        clock = Clock()
+        return HALPServerFactory(HALPCore(MemoryStore(), clock), clock)
+
+    def test_listens_once_and_stops(self) -> None:
+        reactor = MemoryReactor()
+        service = ListenerService("tcp:7100", TCP4ServerEndpoint(reactor, 7100), self.factory())
+        service.privilegedStartService()
+        service.startService()
+        self.assertEqual(len(reactor.tcpServers), 1)
+        self.assertIsNotNone(service.port)
+        service.stopService()
+        self.assertIsNone(service.port)
+
+    def test_failure_to_listen_exits_with_one_line(self) -> None:
+        from twisted.internet.error import CannotListenError
+
+        class Refusing(MemoryReactor):
+            def listenTCP(self, *args: object, **kwargs: object) -> object:
+                raise CannotListenError("", 7100, OSError("Address already in use"))
+
+        service = ListenerService("tcp:7100", TCP4ServerEndpoint(Refusing(), 7100), self.factory())
+        e = self.assertRaises(SystemExit, service.privilegedStartService)
+        self.assertIn("twistd halp: cannot listen on tcp:7100:", str(e))
+        self.assertIn("Address already in use", str(e))
+        self.assertEqual(str(e).count("\n"), 0)
