@@ -295,6 +295,9 @@ class HALPServerFactory(Factory):
         request before it is answered the libhalp way.
     :param abort_timeout: seconds a closing connection may take to drain
         before it is aborted.
+    :param log_requests: whether to log every request with its result
+        (connections, idle closes and unexpected failures are always
+        logged).
     """
 
     protocol = HALPServerProtocol  # type: ignore[assignment]
@@ -309,12 +312,14 @@ class HALPServerFactory(Factory):
         idle_timeout: float = 60.0,
         compat_window: float = 0.3,
         abort_timeout: float = 15.0,
+        log_requests: bool = True,
     ) -> None:
         self.core = core
         self.clock = clock
         self.idle_timeout = idle_timeout
         self.compat_window = compat_window
         self.abort_timeout = abort_timeout
+        self.log_requests = log_requests
         self.connections: set[HALPServerProtocol] = set()
 
     # -- connection events ---------------------------------------------------
@@ -330,6 +335,8 @@ class HALPServerFactory(Factory):
     def log_request(
         self, proto: HALPServerProtocol, request: Request | ProtocolError, reply: Reply
     ) -> None:
+        if not self.log_requests:
+            return
         what = (
             "(malformed request)" if isinstance(request, ProtocolError) else summarize(request)
         )

@@ -51,28 +51,40 @@ def parse_duration(text: str) -> int:
     return int(match.group(1)) * _UNITS[match.group(2)]
 
 
-def _count(low: int, high: int) -> Callable[[str], int]:
+def _ttl(text: str) -> int:
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise ValueError(f"--ttl: {e}") from None
+
+
+def _seconds(option: str) -> Callable[[str], float]:
+    def coerce(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not 0 < value <= 86400:
+            raise ValueError(f"--{option}: expected seconds (0 < s <= 86400), not {text!r}")
+        return value
+
+    return coerce
+
+
+def _count(option: str, low: int, high: int) -> Callable[[str], int]:
     def coerce(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             value = low - 1
         if not low <= value <= high:
-            raise ValueError(f"expected an integer from {low} to {high}, not {text!r}")
+            raise ValueError(
+                f"--{option}: expected an integer from {low} to {high}, not {text!r}"
+            )
         return value
 
     coerce.coerceDoc = f"An integer from {low} to {high}."  # type: ignore[attr-defined]
     return coerce
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value <= 86400:
-        raise ValueError(f"expected seconds (0 < s <= 86400), not {text!r}")
-    return value
 
 
 def normalize_endpoint(description: str) -> str:
@@ -108,6 +120,15 @@ class Options(usage.Options):
         "SQLite (or the given store)."
     )
 
+    optFlags: list[list[Any]] = [
+        [
+            "no-request-log",
+            None,
+            "Do not log each request and its result (connections, errors "
+            "and failures are still logged); for busy servers.",
+        ],
+    ]
+
     optParameters: list[list[Any]] = [
         [
             "store",
@@ -121,7 +142,7 @@ class Options(usage.Options):
             None,
             _DEFAULTS.max_entries,
             "Entries kept per label; the oldest-confirmed are evicted.",
-            _count(1, 10_000_000),
+            _count("max-entries", 1, 10_000_000),
         ],
         [
             "ttl",
@@ -129,21 +150,21 @@ class Options(usage.Options):
             _DEFAULTS.ttl,
             "How long an entry is served after its last confirmation: "
             "seconds, or 90m, 24h, 7d.",
-            parse_duration,
+            _ttl,
         ],
         [
             "idle-timeout",
             None,
             60.0,
             "Seconds of silence after which a connection is closed.",
-            _seconds,
+            _seconds("idle-timeout"),
         ],
         [
             "purge-interval",
             None,
             60.0,
             "Seconds between purges of expired entries.",
-            _seconds,
+            _seconds("purge-interval"),
         ],
     ]
 
@@ -153,11 +174,7 @@ class Options(usage.Options):
         self._failed = False
 
     def opt_port(self, description: str) -> None:
-        """
-        Listen on this endpoint: a port number or a Twisted endpoint string
-        such as tcp:7100:interface=127.0.0.1 or tcp6:7100 (repeatable;
-        default tcp:7100).
-        """
+        """Listen on this endpoint: a port number or a Twisted endpoint string such as tcp:7100:interface=127.0.0.1 or tcp6:7100 (repeatable; default tcp:7100)."""  # noqa: E501
         try:
             self["ports"].append(normalize_endpoint(description))
         except ValueError as e:
@@ -174,7 +191,7 @@ class Options(usage.Options):
         # twistd prints the usage before an error message; after a bad value
         # a pointer to --help is enough, so that the error stays in view.
         if self._failed:
-            return "Run 'twistd halp --help' for the options.\n"
+            return "Run 'twistd halp --help' for the options."
         return super().getUsage(width)
 
     def postOptions(self) -> None:
@@ -273,7 +290,12 @@ def makeService(options: Options) -> IService:
     spec: StoreSpec = options["store-spec"]
     store = make_store(spec, reactor)  # type: ignore[arg-type]
     core = HALPCore(store, reactor, options.limits())
-    factory = HALPServerFactory(core, reactor, idle_timeout=options["idle-timeout"])
+    factory = HALPServerFactory(
+        core,
+        reactor,
+        idle_timeout=options["idle-timeout"],
+        log_requests=not options["no-request-log"],
+    )
 
     top = MultiService()
     StoreService(store).setServiceParent(top)

@@ -173,6 +173,16 @@ class RequestTests(ServerTestCase):
         )
         self.assertTrue(all(e["peer"] == "192.168.1.1:54321" for e in events if "request" in e))
 
+    def test_request_log_can_be_turned_off(self) -> None:
+        self.factory.log_requests = False
+        events = EventLoggingObserver()
+        globalLogPublisher.addObserver(events)
+        self.addCleanup(globalLogPublisher.removeObserver, events)
+        self.send(b"get a\nbogus\n")
+        self.proto.connectionLost()
+        self.assertEqual([e for e in events if "request" in e], [])
+        self.assertEqual([e["log_format"] for e in events], ["{peer} disconnected"])
+
 
 class PipelineTests(ServerTestCase):
     def test_answers_in_order_while_the_store_is_slow(self) -> None:

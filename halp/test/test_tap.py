@@ -39,7 +39,15 @@ class OptionsTests(SynchronousTestCase):
     def test_defaults(self) -> None:
         options = parse()
         self.assertEqual(
-            {k: options[k] for k in ("ports", "store", "max-entries", "ttl", "idle-timeout", "purge-interval")},
+            {k: options[k] for k in (
+                "ports",
+                "store",
+                "max-entries",
+                "ttl",
+                "idle-timeout",
+                "purge-interval",
+                "no-request-log",
+            )},
             {
                 "ports": ["tcp:7100"],
                 "store": "sqlite:halp.sqlite3",
@@ -47,6 +55,7 @@ class OptionsTests(SynchronousTestCase):
                 "ttl": 86400,
                 "idle-timeout": 60.0,
                 "purge-interval": 60.0,
+                "no-request-log": False,
             },
         )
         self.assertEqual(
@@ -64,11 +73,15 @@ class OptionsTests(SynchronousTestCase):
             "--ttl", "90m",
             "--idle-timeout", "5.5",
             "--purge-interval", "10",
+            "--no-request-log",
         )
         self.assertEqual(options["ports"], ["tcp:7101", "tcp6:7101:interface=\\:\\:1"])
         self.assertEqual(options["store-spec"], StoreSpec("memory"))
         self.assertEqual(options.limits(), Limits(max_entries=50, ttl=5400))
         self.assertEqual((options["idle-timeout"], options["purge-interval"]), (5.5, 10.0))
+        self.assertTrue(options["no-request-log"])
+        factory = list(IServiceCollection(makeService(options)))[2].factory
+        self.assertFalse(factory.log_requests)
 
     def test_sqlite_options(self) -> None:
         options = parse("--store", "sqlite:x.db?synchronous=normal")
@@ -76,11 +89,12 @@ class OptionsTests(SynchronousTestCase):
 
     def test_bad_values_name_the_option(self) -> None:
         for argv, text in [
-            (["--max-entries", "nope"], "expected an integer from 1 to 10000000, not 'nope'"),
+            (["--max-entries", "nope"], "--max-entries: expected an integer from 1 to 10000000, not 'nope'"),
             (["--max-entries", "0"], "from 1 to"),
-            (["--ttl", "0"], "expected a duration"),
-            (["--ttl", "5y"], "expected a duration"),
-            (["--idle-timeout", "-1"], "expected seconds"),
+            (["--ttl", "0"], "--ttl: expected a duration"),
+            (["--ttl", "5y"], "--ttl: expected a duration"),
+            (["--idle-timeout", "-1"], "--idle-timeout: expected seconds"),
+            (["--purge-interval", "x"], "--purge-interval: expected seconds"),
             (["--port", "notanendpoint"], "--port: not a valid endpoint"),
             (["--port", "99999"], "--port: port 99999 out of range"),
             (["--store", "bogus:x"], "--store: unknown store 'bogus:x'"),
@@ -93,7 +107,7 @@ class OptionsTests(SynchronousTestCase):
             e = self.assertRaises(UsageError, options.parseOptions, argv)
             self.assertIn(text, str(e))
             self.assertEqual(str(e).count("\n"), 0)
-            self.assertEqual(options.getUsage(), "Run 'twistd halp --help' for the options.\n")
+            self.assertEqual(options.getUsage(), "Run 'twistd halp --help' for the options.")
 
     def test_foreign_database_is_refused(self) -> None:
         with sqlite3.connect("other.db") as conn:
