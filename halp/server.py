@@ -255,6 +255,10 @@ class HALPServerProtocol(LineReceiver):
     def _close(self) -> None:
         self._input_done = True
         self._queue.clear()
+        if self._abort_call is not None:
+            return  # already closing
+        if self._idle_call is not None and self._idle_call.active():
+            self._idle_call.cancel()
         self.transport.loseConnection()
         # loseConnection waits for the peer to read what is buffered; one
         # that never reads is cut off.

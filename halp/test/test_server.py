@@ -258,6 +258,13 @@ class TimeoutTests(ServerTestCase):
         self.clock.advance(self.factory.abort_timeout)
         self.assertTrue(self.transport.disconnected)
 
+    def test_close_is_idempotent(self) -> None:
+        self.send(b"quit\n")
+        self.assertTrue(self.transport.disconnecting)
+        self.clock.advance(60)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 0)
+        self.assertTrue(self.transport.disconnected)
+
     def test_no_idle_close_while_a_request_is_in_flight(self) -> None:
         self.store.hold = True
         self.send(b"get a\n")
