@@ -84,7 +84,9 @@ class HALPServerProtocol(LineReceiver):
     framing: when the first request of a connection is left without its
     line ending and the peer then goes quiet for
     :attr:`HALPServerFactory.compat_window` seconds (or half-closes), that
-    request is answered with its data lines only and the connection closes.
+    request is answered with its data lines only (an ``error`` line is
+    still sent, as libhalp skips lines it cannot parse) and the connection
+    closes.
     """
 
     delimiter = b"\n"
@@ -148,6 +150,11 @@ class HALPServerProtocol(LineReceiver):
 
     def lineReceived(self, line: bytes) -> None:
         if self._input_done:
+            return
+        if len(line) - line.endswith(b"\r") > self.factory.core.limits.max_line:
+            # MAX_LENGTH leaves room for the CR of a CRLF; a bare LF does not
+            # get that byte.
+            self.lineLengthExceeded(line)
             return
         item = self._decoder.feed(line)
         if item is not None:
@@ -214,28 +221,38 @@ class HALPServerProtocol(LineReceiver):
             return
         self._pumping = True
         try:
-            while self._queue and not self._busy and not self._lost:
-                item = self._queue.popleft()
-                if isinstance(item, _Close):
-                    self._close()
-                    return
-                if isinstance(item, ProtocolError):
-                    self._send(item, Reply((), format_error(item.code, item.message)))
+            while not self._lost:
+                while self._queue and not self._busy:
+                    if not self._answer_next():
+                        return
+                if (
+                    self.paused
+                    and not self._input_done
+                    and len(self._queue) <= self.MAX_QUEUED // 2
+                ):
+                    # Reading again may queue (and answer) more requests.
+                    self.resumeProducing()
                     continue
-                if isinstance(item, Quit):
-                    self._send(item, Reply((), format_ok("bye")))
-                    self._close()
-                    return
-                self._busy = True
-                self.factory.respond(item).addCallback(self._replied, item)
-            if (
-                self.paused
-                and not self._input_done
-                and len(self._queue) <= self.MAX_QUEUED // 2
-            ):
-                self.resumeProducing()
+                return
         finally:
             self._pumping = False
+
+    def _answer_next(self) -> bool:
+        """Start answering the next queued item; ``False`` once closing."""
+        item = self._queue.popleft()
+        if isinstance(item, _Close):
+            self._close()
+            return False
+        if isinstance(item, ProtocolError):
+            self._send(item, Reply((), format_error(item.code, item.message)))
+            return True
+        if isinstance(item, Quit):
+            self._send(item, Reply((), format_ok("bye")))
+            self._close()
+            return False
+        self._busy = True
+        self.factory.respond(item).addCallback(self._replied, item)
+        return True
 
     def _replied(self, reply: Reply, request: Request) -> None:
         self._busy = False
@@ -245,7 +262,9 @@ class HALPServerProtocol(LineReceiver):
     def _send(self, request: Request | ProtocolError, reply: Reply) -> None:
         if self._lost:
             return
-        if self._libhalp:
+        if self._libhalp and reply.status.startswith(b"ok"):
+            # libhalp clients read data lines until the server closes; an
+            # error line still tells a human what went wrong.
             self.transport.writeSequence(reply.lines)
         else:
             self.transport.writeSequence(reply.lines + (reply.status,))

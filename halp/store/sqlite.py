@@ -67,10 +67,12 @@ def open_database(path: str, synchronous: str = "full") -> sqlite3.Connection:
         raise StoreError(f"cannot open SQLite database {path!r}: {e}") from None
     try:
         conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+        # Check (and create or upgrade) the schema before anything that
+        # writes to the file: a foreign database is refused untouched.
+        _migrate(conn, path)
         if path != ":memory:":
             conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
-        _migrate(conn, path)
     except sqlite3.DatabaseError as e:
         conn.close()
         raise StoreSchemaError(f"{path!r} is not a usable HALP database: {e}") from None

@@ -214,6 +214,18 @@ class PipelineTests(ServerTestCase):
         self.assertEqual(self.transport.producerState, "producing")
         self.assertEqual(self.lines().count(b"ok 0"), limit + 50)
 
+    def test_answers_synchronous_requests_past_the_queue_limit(self) -> None:
+        """Requests answered at once never leave the connection paused."""
+        self.store.hold = True
+        self.send(b"get a\n" + b"hello\n" * 1000 + b"bogus\n" * 1000)
+        self.assertEqual(self.transport.producerState, "paused")
+        self.store.release_one()
+        lines = self.lines()
+        self.assertEqual(lines.count(b"protocol HALP/1"), 1000)
+        self.assertEqual(lines.count(b"ok"), 1000)
+        self.assertEqual(sum(line.startswith(b"error unknown-command") for line in lines), 1000)
+        self.assertEqual(self.transport.producerState, "producing")
+
     def test_many_pipelined_requests(self) -> None:
         self.send(b"insert a\n%d h 1\n\n" % NOW + b"get a\n" * 1000)
         lines = self.lines()
@@ -235,6 +247,11 @@ class LineLengthTests(ServerTestCase):
         self.assertTrue(self.transport.disconnecting)
         self.send(b"get a\n")
         self.assertEqual(self.lines(), [])
+
+    def test_one_byte_too_long_with_bare_lf(self) -> None:
+        label = b"a" * 60 + b"/" + b"b" * (101 - len(b"get ") - 61)
+        self.send(b"get " + label + b"\n")
+        self.assertEqual(self.lines(), [b"error line-too-long request lines are at most 100 bytes"])
 
     def test_longest_line_with_crlf_is_fine(self) -> None:
         label = b"a" * 60 + b"/" + b"b" * (100 - len(b"get ") - 61)
@@ -315,10 +332,11 @@ class LibhalpTests(ServerTestCase):
         self.send(b"get x\n")
         self.assertEqual(self.lines(), [b"%d h 1" % NOW, b"ok 1"])
 
-    def test_unterminated_error_has_no_status_line_either(self) -> None:
+    def test_unterminated_error_still_says_what_is_wrong(self) -> None:
         self.send(b"get bad!")
         self.clock.advance(0.3)
-        self.assertEqual(self.lines(), [])
+        (line,) = self.lines()
+        self.assertTrue(line.startswith(b"error bad-label "))
         self.assertTrue(self.transport.disconnecting)
 
     def test_half_close(self) -> None:
