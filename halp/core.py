@@ -38,7 +38,7 @@ class Page(Generic[T]):
 
     :ivar items: the entries or label rows, newest first.
     :ivar capped: whether the window asked for was wider than
-        :attr:`Limits.max_slice` and was cut to it.
+        :attr:`~halp.model.Limits.max_slice` and was cut to it.
     """
 
     items: list[T]
@@ -137,7 +137,7 @@ class HALPCore:
 
         A time in the future is stored as "now"; an entry that expired
         already is refused, as is one that the label's cap evicts at once.
-        Entries the codec could not parse come in as :class:`RejectedEntry`
+        Entries the codec could not parse come in as :class:`~halp.model.RejectedEntry`
         and are refused with their reason, so that the answer accounts for
         every line offered.
 

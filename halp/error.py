@@ -26,7 +26,8 @@ class ErrorCode(str, enum.Enum):
     BAD_LABEL = "bad-label"
     #: A slice is malformed or its end is before its start.
     BAD_RANGE = "bad-range"
-    #: An entry line is malformed (used in ``failure:`` lines).
+    #: An entry line is malformed.  Entry problems are answered in
+    #: ``failure:`` lines, never with this code in a status line.
     BAD_ENTRY = "bad-entry"
     #: An ``insert`` names more labels than the server accepts.
     TOO_MANY_LABELS = "too-many-labels"

@@ -64,7 +64,7 @@ class IHostStore(Interface):
         The cost of a ``get`` grows with ``stop``, not with the size of the
         label.
 
-        :return: a Deferred firing with a list of :class:`Entry`, empty for
+        :return: a Deferred firing with a list of :class:`~halp.model.Entry`, empty for
             an unknown label, or failing with :class:`halp.error.StoreError`.
         """
 
@@ -76,7 +76,7 @@ class IHostStore(Interface):
         ``parent`` (``""`` for the top-level labels), newest activity first
         (ties by name), leaving out rows whose time is before ``since``.
 
-        :return: a Deferred firing with a list of :class:`LabelInfo` carrying
+        :return: a Deferred firing with a list of :class:`~halp.model.LabelInfo` carrying
             full label names.
         """
 

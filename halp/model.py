@@ -213,7 +213,8 @@ def check_host(host: str) -> str:
 
     IPv4 addresses are dotted quads without leading zeros; IPv6 addresses are
     written without brackets or zone and come back compressed
-    (``2001:DB8:0::1`` becomes ``2001:db8::1``).  Anything else must be an
+    (``2001:DB8:0::1`` becomes ``2001:db8::1``; an IPv4-mapped address
+    keeps its dotted tail, ``::ffff:192.0.2.1``, as RFC 5952 recommends).  Anything else must be an
     RFC 1123 DNS name, which comes back in lower case without a trailing dot;
     a name whose last label is all digits is refused, so that a mistyped
     IPv4 address is not taken for a name.
@@ -228,11 +229,15 @@ def check_host(host: str) -> str:
                 ErrorCode.BAD_ENTRY, "bad host: write IPv6 without brackets or zone"
             )
         try:
-            return ipaddress.IPv6Address(host).compressed
+            address = ipaddress.IPv6Address(host)
         except ValueError:
             raise ProtocolError(
                 ErrorCode.BAD_ENTRY, "bad host: not a valid IPv6 address"
             ) from None
+        if address.ipv4_mapped is not None:
+            # RFC 5952 section 5, and the same on every Python version.
+            return f"::ffff:{address.ipv4_mapped}"
+        return address.compressed
     if _LOOKS_NUMERIC.match(host):
         try:
             return ipaddress.IPv4Address(host).compressed

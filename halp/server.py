@@ -83,7 +83,7 @@ class HALPServerProtocol(LineReceiver):
     The libhalp compatibility rule lives here too, because it is about
     framing: when the first request of a connection is left without its
     line ending and the peer then goes quiet for
-    :attr:`HALPServerFactory.compat_window` seconds (or half-closes), that
+    ``compat_window`` seconds (0.3 by default) (or half-closes), that
     request is answered with its data lines only (an ``error`` line is
     still sent, as libhalp skips lines it cannot parse) and the connection
     closes.

@@ -208,7 +208,7 @@ class Options(usage.Options):
         self["store-spec"] = spec
 
     def limits(self) -> Limits:
-        """The :class:`Limits` these options ask for."""
+        """The :class:`~halp.model.Limits` these options ask for."""
         return Limits(max_entries=self["max-entries"], ttl=self["ttl"])
 
 

@@ -140,11 +140,11 @@ def printable(raw: bytes) -> str:
     )
 
 
-def _ascii(raw: bytes, what: str) -> str:
+def _ascii(raw: bytes, what: str, code: ErrorCode = ErrorCode.BAD_REQUEST) -> str:
     try:
         text = raw.decode("ascii")
     except UnicodeDecodeError:
-        raise ProtocolError(ErrorCode.BAD_REQUEST, f"{what} is not ASCII") from None
+        raise ProtocolError(code, f"{what} is not ASCII") from None
     return text
 
 
@@ -159,7 +159,7 @@ def parse_entry_line(line: bytes) -> Entry:
         raise ProtocolError(
             ErrorCode.BAD_ENTRY, "expected 3 fields: TIMESTAMP HOST PORT"
         )
-    timestamp, host, port = (_ascii(w, "entry") for w in words)
+    timestamp, host, port = (_ascii(w, "entry", ErrorCode.BAD_ENTRY) for w in words)
     return Entry(check_timestamp(timestamp), check_host(host), check_port(port))
 
 
@@ -178,7 +178,7 @@ def _parse_window(start: str | None, stop: str | None) -> Window | None:
 def _parse_get(args: list[bytes]) -> Get | ListLabels:
     if len(args) != 1:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "usage: get LABEL[A:B]")
-    target = _ascii(args[0], "label")
+    target = _ascii(args[0], "label", ErrorCode.BAD_LABEL)
     match = _TARGET.match(target)
     if match is None:
         raise ProtocolError(ErrorCode.BAD_RANGE, "a slice is written [A:B]")
@@ -194,7 +194,9 @@ def _parse_get(args: list[bytes]) -> Get | ListLabels:
 def _parse_insert_header(args: list[bytes], limits: Limits) -> tuple[str, ...]:
     if not args:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "usage: insert LABEL [LABEL ...]")
-    labels = tuple(dict.fromkeys(check_label(_ascii(a, "label")) for a in args))
+    labels = tuple(
+        dict.fromkeys(check_label(_ascii(a, "label", ErrorCode.BAD_LABEL)) for a in args)
+    )
     if len(labels) > limits.max_insert_labels:
         raise ProtocolError(
             ErrorCode.TOO_MANY_LABELS,
@@ -211,7 +213,7 @@ class RequestDecoder:
     request; ``insert`` opens a block that ends at the next empty line, and
     the decoder buffers at most ``limits.max_insert_entries`` parsed entries
     of it (later lines are counted and dropped, and the request fails with
-    ``too-many-entries``).  Syntax errors come back as :class:`ProtocolError`
+    ``too-many-entries``).  Syntax errors come back as :class:`~halp.error.ProtocolError`
     values, not raised, so that the caller answers them in request order.
     """
 
@@ -232,7 +234,7 @@ class RequestDecoder:
         """
         Take one line.
 
-        :return: a complete request, a :class:`ProtocolError` to answer, or
+        :return: a complete request, a :class:`~halp.error.ProtocolError` to answer, or
             ``None`` when the line completes nothing (a blank line between
             requests, or an entry line inside a block).
         """

@@ -96,7 +96,11 @@ def _migrate(conn: sqlite3.Connection, path: str) -> None:
             "(no halp_version table); refusing to touch it"
         )
     row = conn.execute("SELECT version FROM halp_version").fetchone()
-    version = row[0] if row else 0
+    if row is None or not isinstance(row[0], int) or row[0] < 1:
+        raise StoreSchemaError(
+            f"{path!r} has a damaged halp_version table; refusing to touch it"
+        )
+    version = row[0]
     if version > SCHEMA_VERSION:
         raise StoreSchemaError(
             f"{path!r} has schema version {version}, newer than this HALP "

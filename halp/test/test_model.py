@@ -76,7 +76,8 @@ class HostTests(SynchronousTestCase):
 
     def test_ipv6_canonical(self) -> None:
         self.assertEqual(check_host("2001:DB8:0::1"), "2001:db8::1")
-        self.assertEqual(check_host("::ffff:192.0.2.1"), "::ffff:c000:201")
+        self.assertEqual(check_host("::ffff:192.0.2.1"), "::ffff:192.0.2.1")
+        self.assertEqual(check_host("::FFFF:c000:0201"), "::ffff:192.0.2.1")
         self.assertEqual(check_host("::1"), "::1")
 
     def test_dns_names(self) -> None:

@@ -90,6 +90,14 @@ class SchemaTests(SynchronousTestCase):
         e = self.assertRaises(StoreSchemaError, open_database, path)
         self.assertIn("newer than this HALP supports", str(e))
 
+    def test_refuses_damaged_version_table(self) -> None:
+        path = self.mktemp()
+        open_database(path).close()
+        with sqlite3.connect(path) as conn:
+            conn.execute("DELETE FROM halp_version")
+        e = self.assertRaises(StoreSchemaError, open_database, path)
+        self.assertIn("damaged halp_version table", str(e))
+
     def test_refuses_file_that_is_not_a_database(self) -> None:
         path = self.mktemp()
         with open(path, "wb") as f:

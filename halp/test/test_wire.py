@@ -87,7 +87,7 @@ class GetTests(SynchronousTestCase):
         self.assertError(one(b"get labels/x"), ErrorCode.BAD_LABEL, "reserved")
         self.assertError(one(b"get labels//"), ErrorCode.BAD_LABEL)
         self.assertError(one(b"get /"), ErrorCode.BAD_LABEL)
-        self.assertError(one(b"get caf\xc3\xa9"), ErrorCode.BAD_REQUEST, "not ASCII")
+        self.assertError(one(b"get caf\xc3\xa9"), ErrorCode.BAD_LABEL, "not ASCII")
 
     def test_unknown_command(self) -> None:
         self.assertError(one(b"GET a"), ErrorCode.UNKNOWN_COMMAND, "'GET'")
