@@ -19,11 +19,11 @@ from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
     IHalfCloseableProtocol,
+    IPushProducer,
     IReactorTime,
 )
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
-from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -34,6 +34,7 @@ from halp.wire import (
     Get,
     Hello,
     Insert,
+    LineBuffer,
     ListLabels,
     Quit,
     Reply,
@@ -71,27 +72,29 @@ def describe_address(address: IAddress) -> str:
     return f"{host}:{port}"
 
 
-@implementer(IHalfCloseableProtocol)
-class HALPServerProtocol(LineReceiver):
+@implementer(IHalfCloseableProtocol, IPushProducer)
+class HALPServerProtocol(Protocol):
     """
     One HALP/1 connection.
 
     Requests are answered one at a time, in order; while one waits for the
     store, later ones queue up, and past :attr:`MAX_QUEUED` queued requests
-    the connection stops reading.
+    the connection stops reading.  The protocol is also the transport's
+    streaming producer: while the transport's write buffer is full (the
+    peer does not read), no request is answered and nothing is read, so a
+    peer that pipelines without reading holds a bounded amount of memory.
 
     The libhalp compatibility rule lives here too, because it is about
     framing: when the first request of a connection is left without its
-    line ending and the peer then goes quiet for
-    ``compat_window`` seconds (0.3 by default) (or half-closes), that
+    line ending and the peer then goes quiet for the factory's
+    ``compat_window`` seconds (0.3 by default) or half-closes, that
     request is answered with its data lines only (an ``error`` line is
     still sent, as libhalp skips lines it cannot parse) and the connection
     closes.
     """
 
-    delimiter = b"\n"
     factory: HALPServerFactory
-    #: A TCP-like transport: ITCPTransport and IPushProducer.
+    #: A TCP-like transport: ITCPTransport, IConsumer and IPushProducer.
     transport: Any
     _log = Logger()
 
@@ -103,7 +106,10 @@ class HALPServerProtocol(LineReceiver):
         self._busy = False
         self._pumping = False
         self._answered_any = False
-        self._input_done = False
+        self._paused = False  # not reading (and not taking buffered lines)
+        self._eof = False  # the peer sent all it will send
+        self._input_done = False  # every request of the peer is queued
+        self._output_full = False
         self._lost = False
         self._libhalp = False
         self._compat_call: IDelayedCall | None = None
@@ -115,9 +121,10 @@ class HALPServerProtocol(LineReceiver):
 
     def connectionMade(self) -> None:
         factory = self.factory
-        self.MAX_LENGTH = factory.core.limits.max_line + 1  # room for CR of CRLF
+        self._lines = LineBuffer(factory.core.limits.max_line)
         self._decoder = RequestDecoder(factory.core.limits)
         self.peer = describe_address(self.transport.getPeer())
+        self.transport.registerProducer(self, True)
         factory.connection_opened(self)
         self._reset_idle()
 
@@ -138,56 +145,79 @@ class HALPServerProtocol(LineReceiver):
     def writeConnectionLost(self) -> None:
         self.transport.loseConnection()
 
+    # -- IPushProducer: the transport's write buffer -------------------------
+
+    def pauseProducing(self) -> None:
+        """The transport's write buffer is full: answer nothing, read nothing."""
+        self._output_full = True
+        self._set_reading(False)
+
+    def resumeProducing(self) -> None:
+        """The transport's write buffer has drained."""
+        self._output_full = False
+        self._pump()
+
+    def stopProducing(self) -> None:
+        """The connection is going away: answer nothing more."""
+        self._output_full = True
+        self._paused = True
+
+    def _set_reading(self, reading: bool) -> None:
+        if reading != self._paused or self._lost:
+            return
+        self._paused = not reading
+        if not self._eof:
+            if reading:
+                self.transport.resumeProducing()
+            else:
+                self.transport.pauseProducing()
+        if reading:
+            self._take_lines()
+
     # -- input ---------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        if self._input_done:
+        if self._eof:
             return
         self._reset_idle()
-        super().dataReceived(data)
-        if data:
-            self._watch_for_libhalp(data)
+        self._lines.feed(data)
+        self._take_lines()
+        self._watch_for_libhalp()
 
-    def lineReceived(self, line: bytes) -> None:
-        if self._input_done:
-            return
-        if len(line) - line.endswith(b"\r") > self.factory.core.limits.max_line:
-            # MAX_LENGTH leaves room for the CR of a CRLF; a bare LF does not
-            # get that byte.
-            self.lineLengthExceeded(line)
-            return
-        item = self._decoder.feed(line)
-        if item is not None:
-            self._enqueue(item)
-
-    def lineLengthExceeded(self, line: bytes) -> None:
-        self.transport.pauseProducing()
-        self._enqueue(
-            ProtocolError(
-                ErrorCode.LINE_TOO_LONG,
-                f"request lines are at most {self.factory.core.limits.max_line} bytes",
-            )
-        )
-        self._input_done = True
-        self._enqueue(_CLOSE)
+    def _take_lines(self) -> None:
+        """Decode buffered lines while reading is on."""
+        while not self._paused and not self._input_done:
+            try:
+                line = self._lines.next_line()
+            except ProtocolError as e:
+                self._set_reading(False)
+                self._input_done = True  # nothing after this line is acted on
+                self._enqueue(e)
+                self._enqueue(_CLOSE)
+                return
+            if line is None:
+                if self._eof:
+                    self._input_done = True
+                    item = self._decoder.end()
+                    if item is not None:
+                        self._enqueue(item)
+                    self._enqueue(_CLOSE)
+                return
+            item = self._decoder.feed(line)
+            if item is not None:
+                self._enqueue(item)
 
     def _first_request_unfinished(self) -> bool:
-        return not self._answered_any and not self._queue and (
-            self._decoder.in_block or bool(self._partial)
-        )
+        return not self._answered_any and (self._decoder.in_block or self._lines.partial)
 
-    def _watch_for_libhalp(self, data: bytes) -> None:
-        # A chunk that does not end in LF leaves a partial line buffered.
-        self._partial = not data.endswith(b"\n")
+    def _watch_for_libhalp(self) -> None:
         if self._compat_call is not None and self._compat_call.active():
             self._compat_call.cancel()
         self._compat_call = None
-        if self._first_request_unfinished() and self._partial:
+        if self._lines.partial and self._first_request_unfinished() and not self._eof:
             self._compat_call = self.factory.clock.callLater(
                 self.factory.compat_window, self._compat_timeout
             )
-
-    _partial = False
 
     def _compat_timeout(self) -> None:
         self._compat_call = None
@@ -195,25 +225,20 @@ class HALPServerProtocol(LineReceiver):
 
     def _end_input(self, libhalp: bool) -> None:
         """No more input will come: answer what is buffered, then close."""
-        if self._input_done:
+        if self._eof:
             return
+        self._eof = True
         self._libhalp = libhalp
-        rest = self.clearLineBuffer()
-        for line in rest.split(self.delimiter) if rest else ():
-            self.lineReceived(line)
-        self._input_done = True
-        item = self._decoder.end()
-        if item is not None:
-            self._enqueue(item)
-        self._enqueue(_CLOSE)
+        self._lines.end()
+        self._take_lines()
 
     # -- answering -----------------------------------------------------------
 
     def _enqueue(self, item: _Item) -> None:
         self._answered_any = self._answered_any or not isinstance(item, _Close)
         self._queue.append(item)
-        if len(self._queue) > self.MAX_QUEUED and not self.paused:
-            self.pauseProducing()
+        if len(self._queue) > self.MAX_QUEUED:
+            self._set_reading(False)
         self._pump()
 
     def _pump(self) -> None:
@@ -222,16 +247,17 @@ class HALPServerProtocol(LineReceiver):
         self._pumping = True
         try:
             while not self._lost:
-                while self._queue and not self._busy:
+                while self._queue and not self._busy and not self._output_full:
                     if not self._answer_next():
                         return
                 if (
-                    self.paused
+                    self._paused
+                    and not self._output_full
                     and not self._input_done
                     and len(self._queue) <= self.MAX_QUEUED // 2
                 ):
                     # Reading again may queue (and answer) more requests.
-                    self.resumeProducing()
+                    self._set_reading(True)
                     continue
                 return
         finally:
@@ -251,13 +277,20 @@ class HALPServerProtocol(LineReceiver):
             self._close()
             return False
         self._busy = True
-        self.factory.respond(item).addCallback(self._replied, item)
+        self.factory.respond(item).addCallback(self._replied, item).addErrback(
+            self._crashed
+        )
         return True
 
     def _replied(self, reply: Reply, request: Request) -> None:
         self._busy = False
         self._send(request, reply)
         self._pump()
+
+    def _crashed(self, failure: Failure) -> None:
+        self._log.failure("Connection {peer} failed", failure, peer=self.peer)
+        if not self._lost:
+            self.transport.abortConnection()
 
     def _send(self, request: Request | ProtocolError, reply: Reply) -> None:
         if self._lost:
@@ -278,6 +311,8 @@ class HALPServerProtocol(LineReceiver):
             return  # already closing
         if self._idle_call is not None and self._idle_call.active():
             self._idle_call.cancel()
+        # A registered streaming producer would hold the close back.
+        self.transport.unregisterProducer()
         self.transport.loseConnection()
         # loseConnection waits for the peer to read what is buffered; one
         # that never reads is cut off.
@@ -300,8 +335,6 @@ class HALPServerProtocol(LineReceiver):
         if self._busy or self._lost:
             return
         self.factory.log_idle(self)
-        self._input_done = True
-        self._queue.clear()
         self._close()
 
 

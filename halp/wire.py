@@ -32,6 +32,7 @@ __all__ = [
     "Get",
     "Hello",
     "Insert",
+    "LineBuffer",
     "ListLabels",
     "Quit",
     "Reply",
@@ -203,6 +204,70 @@ def _parse_insert_header(args: list[bytes], limits: Limits) -> tuple[str, ...]:
             f"at most {limits.max_insert_labels} labels per insert",
         )
     return labels
+
+
+class LineBuffer:
+    """
+    Splits a byte stream into lines, in time linear in its length.
+
+    (Twisted's ``LineReceiver`` copies the rest of its buffer for every
+    line, which makes a 64 KiB read of short lines cost quadratic time.)
+    Lines come out without their LF; a CR before it is left for the
+    :class:`RequestDecoder` to strip.  A line longer than ``max_line``
+    bytes, not counting its line ending, raises ``line-too-long`` as soon as
+    that is certain, so at most ``max_line + 1`` bytes of an unfinished
+    line are ever held.
+    """
+
+    def __init__(self, max_line: int) -> None:
+        self._max = max_line
+        self._data = bytearray()
+        self._pos = 0
+
+    def feed(self, data: bytes) -> None:
+        """Append bytes received."""
+        if self._pos and self._pos * 2 >= len(self._data):
+            del self._data[: self._pos]
+            self._pos = 0
+        self._data += data
+
+    def next_line(self) -> bytes | None:
+        """
+        The next complete line, or ``None`` until more bytes are fed.
+
+        :raises ~halp.error.ProtocolError: ``line-too-long``; the buffer is
+            emptied and unusable afterwards.
+        """
+        end = self._data.find(b"\n", self._pos)
+        if end < 0:
+            pending = len(self._data) - self._pos
+            if pending > self._max + 1 or (
+                pending == self._max + 1 and not self._data.endswith(b"\r")
+            ):
+                self._overflow()
+            return None
+        line = bytes(self._data[self._pos : end])
+        self._pos = end + 1
+        if len(line) - line.endswith(b"\r") > self._max:
+            self._overflow()
+        return line
+
+    @property
+    def partial(self) -> bool:
+        """Whether bytes of an unterminated line are buffered."""
+        return len(self._data) > self._pos and not self._data.endswith(b"\n")
+
+    def end(self) -> None:
+        """The stream ended: an unterminated last line counts as complete."""
+        if self.partial:
+            self._data += b"\n"
+
+    def _overflow(self) -> None:
+        self._data = bytearray()
+        self._pos = 0
+        raise ProtocolError(
+            ErrorCode.LINE_TOO_LONG, f"request lines are at most {self._max} bytes"
+        )
 
 
 class RequestDecoder:

@@ -233,6 +233,55 @@ class PipelineTests(ServerTestCase):
         self.assertEqual(lines.count(b"%d h 1" % NOW), 1000)
 
 
+class BackpressureTests(ServerTestCase):
+    """A peer that does not read cannot make the server buffer without bound."""
+
+    def test_registered_as_streaming_producer(self) -> None:
+        self.assertIs(self.transport.producer, self.proto)
+        self.assertTrue(self.transport.streaming)
+
+    def test_full_output_stops_answers_and_reading(self) -> None:
+        self.proto.pauseProducing()  # as the transport does when its buffer is full
+        self.assertEqual(self.transport.producerState, "paused")
+        self.send(b"hello\n" * 3)
+        self.assertEqual(self.transport.value(), b"")
+        self.proto.resumeProducing()
+        self.assertEqual(self.lines().count(b"ok"), 3)
+        self.assertEqual(self.transport.producerState, "producing")
+
+    def test_queue_is_bounded_while_output_is_full(self) -> None:
+        self.proto.pauseProducing()
+        self.send(b"get a\n" * 10000)
+        # LineReceiver holds the rest of what was read; the queue is bounded.
+        self.assertLessEqual(len(self.proto._queue), HALPServerProtocol.MAX_QUEUED + 1)
+        self.assertEqual(self.transport.value(), b"")
+        self.proto.resumeProducing()
+        self.assertEqual(self.lines().count(b"ok 0"), 10000)
+
+    def test_resume_from_the_transport_does_not_read_past_a_full_queue(self) -> None:
+        self.store.hold = True
+        self.send(b"get a\n" * (HALPServerProtocol.MAX_QUEUED + 10))
+        self.assertTrue(self.proto._paused)
+        self.proto.pauseProducing()
+        self.proto.resumeProducing()
+        self.assertTrue(self.proto._paused)
+        self.assertEqual(self.transport.producerState, "paused")
+
+    def test_idle_peer_that_does_not_read_is_closed_then_aborted(self) -> None:
+        self.proto.pauseProducing()
+        self.send(b"get a\n" * 100)
+        self.clock.advance(60)
+        self.assertTrue(self.transport.disconnecting)
+        self.assertIsNone(self.transport.producer)
+        self.clock.advance(15)
+        self.assertTrue(self.transport.disconnected)
+
+    def test_close_unregisters_the_producer(self) -> None:
+        self.send(b"quit\n")
+        self.assertIsNone(self.transport.producer)
+        self.assertTrue(self.transport.disconnecting)
+
+
 class LineLengthTests(ServerTestCase):
     def test_overlong_line_without_newline(self) -> None:
         self.send(b"get a\n" + b"x" * 500)
@@ -252,6 +301,21 @@ class LineLengthTests(ServerTestCase):
         label = b"a" * 60 + b"/" + b"b" * (101 - len(b"get ") - 61)
         self.send(b"get " + label + b"\n")
         self.assertEqual(self.lines(), [b"error line-too-long request lines are at most 100 bytes"])
+
+    def test_nothing_after_an_overlong_line_is_acted_on_at_half_close(self) -> None:
+        # 101 bytes: over max-line, not yet over LineReceiver's MAX_LENGTH.
+        self.send(b"get a\ninsert a\n%d h 1\n" % NOW + b"x" * 101)
+        self.proto.readConnectionLost()
+        self.assertEqual(
+            self.lines(), [b"ok 0", b"error line-too-long request lines are at most 100 bytes"]
+        )
+        self.assertEqual(self.successResultOf(self.store.get("a", 0, 10, 0)), [])
+
+    def test_nothing_after_an_overlong_line_is_acted_on_in_libhalp_mode(self) -> None:
+        self.send(b"insert a\n%d h 1\n" % NOW + b"x" * 101)
+        self.clock.advance(0.3)
+        self.assertEqual(self.lines(), [b"error line-too-long request lines are at most 100 bytes"])
+        self.assertEqual(self.successResultOf(self.store.get("a", 0, 10, 0)), [])
 
     def test_longest_line_with_crlf_is_fine(self) -> None:
         label = b"a" * 60 + b"/" + b"b" * (100 - len(b"get ") - 61)
@@ -378,6 +442,17 @@ class LibhalpTests(ServerTestCase):
         self.clock.advance(5)
         self.send(b"\n")
         self.assertEqual(self.lines(), [b"success: z %d h 3" % NOW, b"ok 1 stored 0 failed"])
+
+
+class CrashTests(ServerTestCase):
+    def test_a_bug_while_answering_aborts_only_that_connection(self) -> None:
+        def broken(lines: Sequence[bytes]) -> None:
+            raise ZeroDivisionError("bug")
+
+        self.transport.writeSequence = broken  # type: ignore[method-assign]
+        self.send(b"get a\n")
+        self.assertTrue(self.transport.disconnected)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
 
 
 class FactoryTests(ServerTestCase):

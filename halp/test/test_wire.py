@@ -11,6 +11,7 @@ from halp.wire import (
     Get,
     Hello,
     Insert,
+    LineBuffer,
     ListLabels,
     Quit,
     Request,
@@ -252,6 +253,64 @@ class ResponseTests(SynchronousTestCase):
         self.assertEqual(
             summarize(Insert(("a", "b"), (Entry(1, "h", 1),))), "insert a b (1 entries)"
         )
+
+
+class LineBufferTests(SynchronousTestCase):
+    def drain(self, buffer: LineBuffer) -> list[bytes]:
+        lines = []
+        while (line := buffer.next_line()) is not None:
+            lines.append(line)
+        return lines
+
+    def test_lines_and_partial(self) -> None:
+        buffer = LineBuffer(10)
+        buffer.feed(b"get a\r\nget b\nget")
+        self.assertEqual(self.drain(buffer), [b"get a\r", b"get b"])
+        self.assertTrue(buffer.partial)
+        buffer.feed(b" c\n")
+        self.assertFalse(buffer.partial)
+        self.assertEqual(self.drain(buffer), [b"get c"])
+
+    def test_end_completes_the_last_line(self) -> None:
+        buffer = LineBuffer(10)
+        buffer.feed(b"a\nb")
+        buffer.end()
+        self.assertEqual(self.drain(buffer), [b"a", b"b"])
+        buffer.end()
+        self.assertEqual(self.drain(buffer), [])
+
+    def test_limits(self) -> None:
+        buffer = LineBuffer(5)
+        buffer.feed(b"12345\n12345\r\n")
+        self.assertEqual(self.drain(buffer), [b"12345", b"12345\r"])
+        buffer.feed(b"12345\r")  # may still become a valid CRLF line
+        self.assertIsNone(buffer.next_line())
+        buffer.feed(b"\n123456\n")
+        self.assertEqual(buffer.next_line(), b"12345\r")
+        e = self.assertRaises(ProtocolError, buffer.next_line)
+        self.assertEqual(e.code, ErrorCode.LINE_TOO_LONG)
+
+    def test_overlong_partial_line_is_refused_without_waiting(self) -> None:
+        buffer = LineBuffer(5)
+        buffer.feed(b"123456")
+        self.assertRaises(ProtocolError, buffer.next_line)
+        buffer = LineBuffer(5)
+        buffer.feed(b"x" * 100_000)
+        self.assertRaises(ProtocolError, buffer.next_line)
+        self.assertEqual(len(buffer._data), 0)
+
+    @given(st.binary(max_size=300), st.lists(st.integers(1, 50), max_size=20))
+    def test_any_chunking_gives_the_same_lines(self, stream: bytes, cuts: list[int]) -> None:
+        expected = stream.split(b"\n")[:-1]
+        buffer = LineBuffer(1000)
+        got: list[bytes] = []
+        rest = stream
+        for cut in cuts + [len(stream)]:
+            buffer.feed(rest[:cut])
+            rest = rest[cut:]
+            got.extend(self.drain(buffer))
+        self.assertEqual(got, expected)
+        self.assertEqual(buffer.partial, not stream.endswith(b"\n") and stream != b"")
 
 
 # -- properties ---------------------------------------------------------------
