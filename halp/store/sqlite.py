@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Callable, Generic, Protocol, Sequence, TypeVar
 
-from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import IReactorFromThreads
+from twisted.internet.defer import Deferred, fail, maybeDeferred
+from twisted.internet.interfaces import IReactorCore, IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -127,8 +127,12 @@ class _Runner(Protocol):
 
 
 class _ThreadRunner:
-    """Runs work on one dedicated thread, started on first use (after any
-    fork that ``twistd`` does to daemonize)."""
+    """
+    Runs work on one dedicated thread, started on first use (after any fork
+    that ``twistd`` does to daemonize) and stopped by :meth:`stop` or, at
+    the latest, when the reactor shuts down, so that a program that never
+    closes its store still exits.
+    """
 
     def __init__(self, reactor: IReactorFromThreads) -> None:
         self._reactor = reactor
@@ -138,6 +142,8 @@ class _ThreadRunner:
         if self._pool is None:
             self._pool = ThreadPool(minthreads=1, maxthreads=1, name="halp-sqlite")
             self._pool.start()
+            if IReactorCore.providedBy(self._reactor):
+                self._reactor.addSystemEventTrigger("after", "shutdown", self.stop)
         return deferToThreadPool(self._reactor, self._pool, work)
 
     def stop(self) -> None:
@@ -334,7 +340,7 @@ class SQLiteStore:
 
     def _submit(self, work: Callable[[sqlite3.Connection], T], write: bool) -> Deferred[T]:
         if self._closed:
-            raise StoreError("the SQLite store is closed")
+            return fail(StoreError("the SQLite store is closed"))
         op: _Op[T] = _Op(work, write, Deferred())
         self._queue.append(op)
         if not self._busy:
@@ -383,6 +389,10 @@ class SQLiteStore:
             conn.execute("BEGIN IMMEDIATE" if writes else "BEGIN")
             for op in batch:
                 results.append(self._run_one(conn, op))
+                if not conn.in_transaction:
+                    # SQLite rolls the whole transaction back on some errors
+                    # (I/O, full disk, no memory): nothing of it stands.
+                    raise sqlite3.OperationalError("transaction rolled back by SQLite")
             conn.execute("COMMIT")
         except sqlite3.Error as e:
             failure = _store_failure(e, "commit")
@@ -399,17 +409,15 @@ class SQLiteStore:
 
     @staticmethod
     def _run_one(conn: sqlite3.Connection, op: _Op[Any]) -> object:
-        if op.write:
-            conn.execute("SAVEPOINT op")
+        conn.execute("SAVEPOINT op")
         try:
             result = op.work(conn)
         except Exception as e:
             failure = _store_failure(e, "operation") if isinstance(e, sqlite3.Error) else Failure()
             failure.cleanFailure()
-            if op.write:
+            if conn.in_transaction:
                 conn.execute("ROLLBACK TO op")
                 conn.execute("RELEASE op")
             return failure
-        if op.write:
-            conn.execute("RELEASE op")
+        conn.execute("RELEASE op")
         return result

@@ -204,7 +204,35 @@ class BatchingTests(SynchronousTestCase):
 
     def test_closed_store_refuses_work(self) -> None:
         self.successResultOf(self.store.close())
-        self.assertRaises(StoreError, self.store.get, "a", 0, 1, 0)
+        self.failureResultOf(self.store.get("a", 0, 1, 0), StoreError)
+
+    def test_transaction_rolled_back_by_sqlite_fails_the_whole_batch(self) -> None:
+        """
+        On I/O errors, a full disk or no memory, SQLite rolls the whole
+        transaction back; writes after that must not be committed one by
+        one and then reported as failed.
+        """
+
+        def rolled_back(conn: sqlite3.Connection) -> None:
+            conn.execute("ROLLBACK")  # what SQLite does on SQLITE_IOERR
+            raise sqlite3.OperationalError("disk I/O error")
+
+        # On a file, so that what was committed outlives the reconnection.
+        store = SQLiteStore(reactor, self.mktemp(), runner=self.runner)  # type: ignore[arg-type]
+        self.runner.hold = True
+        blocker = store.get("a", 0, 1, 0)
+        before = store.insert(["a"], [Entry(1, "h.example", 1)], 10)
+        broken: Deferred[None] = store._submit(rolled_back, False)
+        after = store.insert(["b"], [Entry(2, "h.example", 2)], 10)
+        self.runner.release()
+        self.runner.release()
+        self.successResultOf(blocker)
+        for d in (before, broken, after):
+            self.failureResultOf(d, StoreError)
+        self.runner.hold = False
+        self.assertEqual(self.successResultOf(store.get("a", 0, 10, 0)), [])
+        self.assertEqual(self.successResultOf(store.get("b", 0, 10, 0)), [])
+        self.successResultOf(store.close())
 
     def test_unopenable_database_fails_operations(self) -> None:
         store = SQLiteStore(
