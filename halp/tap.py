@@ -14,7 +14,7 @@ from typing import Any, Callable
 from twisted.application.internet import TimerService
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.interfaces import IListeningPort, IReactorCore, IStreamServerEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python import usage
@@ -198,14 +198,9 @@ class Options(usage.Options):
         if not self["ports"]:
             self["ports"] = [f"tcp:{DEFAULT_PORT}"]
         try:
-            spec = parse_store_spec(self["store"])
+            self["store-spec"] = parse_store_spec(self["store"])
         except ValueError as e:
             raise usage.UsageError(f"--store: {e}") from None
-        try:
-            check_store(spec)
-        except StoreError as e:
-            raise usage.UsageError(f"--store: {e}") from None
-        self["store-spec"] = spec
 
     def limits(self) -> Limits:
         """The :class:`~halp.model.Limits` these options ask for."""
@@ -213,10 +208,28 @@ class Options(usage.Options):
 
 
 class StoreService(Service):
-    """Closes the store when the server stops, after the listeners."""
+    """
+    Opens the store when the server starts and closes it when it stops.
 
-    def __init__(self, store: IHostStore) -> None:
+    The store is checked in :meth:`startService`, which ``twistd`` calls
+    after it changed to ``--rundir`` (or ``--chroot``) and dropped
+    privileges, so that a relative path means the same file as when the
+    store is used, and a new database belongs to the server's user.  A store
+    that cannot be opened stops ``twistd`` with a one-line message.  On
+    stop, operations already queued finish; later ones fail (and are
+    answered ``error unavailable``).
+    """
+
+    def __init__(self, store: IHostStore, spec: StoreSpec) -> None:
         self.store = store
+        self.spec = spec
+
+    def startService(self) -> None:
+        try:
+            check_store(self.spec)
+        except StoreError as e:
+            raise SystemExit(f"twistd halp: --store: {e}") from None
+        super().startService()
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
@@ -227,17 +240,26 @@ class ListenerService(Service):
     """
     Listens on one endpoint and logs the address it got (useful with port
     0).  If listening fails at start-up, it raises :class:`SystemExit` with
-    a one-line message, so that ``twistd`` stops instead of serving nothing.
+    a one-line message, so that ``twistd`` stops instead of serving nothing;
+    if an endpoint that listens asynchronously fails later, the failure is
+    logged and the reactor stopped.
+
+    :param reactor: stopped when listening fails after start-up.
     """
 
     _log = Logger()
 
     def __init__(
-        self, description: str, endpoint: IStreamServerEndpoint, factory: Factory
+        self,
+        description: str,
+        endpoint: IStreamServerEndpoint,
+        factory: Factory,
+        reactor: IReactorCore,
     ) -> None:
         self.description = description
         self.endpoint = endpoint
         self.factory = factory
+        self.reactor = reactor
         self.port: IListeningPort | None = None
         self._listening: Deferred[IListeningPort] | None = None
 
@@ -252,15 +274,18 @@ class ListenerService(Service):
     def _listen(self) -> None:
         if self._listening is not None:
             return
-        failed: list[Failure] = []
         self._listening = self.endpoint.listen(self.factory)
-        self._listening.addCallbacks(self._listened, failed.append)
-        if failed:
-            raise SystemExit(
-                f"twistd halp: cannot listen on {self.description}: "
-                f"{failed[0].getErrorMessage()}"
-            )
-        self._listening.addErrback(self._failed_later)
+        self._listening.addCallback(self._listened)
+        if self._listening.called:
+            failed: list[Failure] = []
+            self._listening.addErrback(failed.append)
+            if failed:
+                raise SystemExit(
+                    f"twistd halp: cannot listen on {self.description}: "
+                    f"{failed[0].getErrorMessage()}"
+                )
+        else:
+            self._listening.addErrback(self._failed_later)
 
     def _listened(self, port: IListeningPort) -> IListeningPort:
         self.port = port
@@ -272,7 +297,11 @@ class ListenerService(Service):
         return port
 
     def _failed_later(self, failure: Failure) -> None:
-        self._log.failure("Cannot listen on {endpoint}", failure, endpoint=self.description)
+        self._log.failure(
+            "Cannot listen on {endpoint}; stopping", failure, endpoint=self.description
+        )
+        if self.reactor.running:
+            self.reactor.stop()
 
     def stopService(self) -> Deferred[None] | None:
         super().stopService()
@@ -298,13 +327,13 @@ def makeService(options: Options) -> IService:
     )
 
     top = MultiService()
-    StoreService(store).setServiceParent(top)
+    StoreService(store, spec).setServiceParent(top)
     purge = TimerService(options["purge-interval"], core.purge)
     purge.clock = reactor
     purge.setServiceParent(top)
     for description in options["ports"]:
         endpoint = serverFromString(reactor, description)
-        ListenerService(description, endpoint, factory).setServiceParent(top)
+        ListenerService(description, endpoint, factory, reactor).setServiceParent(top)
     Logger().info(
         "HALP {version} serving from the {store} store",
         version=__version__,

@@ -6,13 +6,17 @@ End-to-end tests of the HALP server: each test starts the real
 from __future__ import annotations
 
 import hashlib
+import os
+import select
+import socket
 import sqlite3
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.halpserver import HALPServer, Reply, ServerClosed, StartServer, run_twistd
+from tests.halpserver import TWISTD, HALPServer, Reply, StartServer, run_twistd
 
 pytestmark = pytest.mark.e2e
 
@@ -244,6 +248,50 @@ def test_pipeline_of_get_then_many_synchronous_requests(start_server: StartServe
         for i in range(100):
             assert c.read_reply().status.startswith("error unknown-command "), f"nonsense {i}"
         assert c.read_reply() == Reply([], "ok 0")
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc")
+def test_peer_that_never_reads_holds_bounded_memory(start_server: StartServer) -> None:
+    """
+    A peer pipelines requests with big answers and reads nothing: the server
+    stops answering and reading, instead of buffering every answer.
+    """
+    server = start_server("--store", "memory", "--no-request-log")
+    assert server.process is not None
+    now = int(time.time())
+    server.reply(insert_block("big", *(f"{now} 10.9.0.{i} {1000 + i}" for i in range(1, 101))))
+    before = _rss_kib(server.process.pid)
+    request = b"get big[0:100]\n" * 1000  # about 300 times as many bytes come back
+    sent = checked = 0
+    limit = 64_000_000  # well above what the kernel's socket buffers hold
+    with socket.create_connection(("127.0.0.1", server.port or 0)) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.setblocking(False)
+        while sent < limit:
+            try:
+                sent += sock.send(request)
+            except BlockingIOError:
+                # The server has stopped reading once this stays unwritable.
+                _, writable, _ = select.select([], [sock], [], 2.0)
+                if not writable:
+                    break
+            if sent - checked > 1_000_000:
+                checked = sent
+                grown = _rss_kib(server.process.pid) - before
+                assert grown < 30_000, f"server RSS grew by {grown} KiB for {sent} bytes sent"
+        grown = _rss_kib(server.process.pid) - before
+        assert sent < limit, "the server kept reading from a peer that reads nothing"
+        assert grown < 30_000, f"server RSS grew by {grown} KiB for {sent} bytes of requests"
+        # Meanwhile, other peers are served.
+        assert server.reply(b"get big[0:1]\n").status == "ok 1"
 
 
 # -- 3. libhalp clients ------------------------------------------------------------
@@ -585,7 +633,8 @@ def test_foreign_sqlite_file_is_refused(tmp_path: Path) -> None:
     result = run_twistd(["--store", f"sqlite:{path}"], tmp_path)
     assert result.returncode != 0, result.stdout
     assert "Traceback" not in result.stdout, result.stdout
-    assert "listening" not in result.stdout, result.stdout
+    # The store is opened after twistd changed directory and dropped
+    # privileges, which is after the listeners bound their ports.
     last = _last_line(result.stdout)
     assert "--store" in last and str(path) in last and "not a HALP" in last, result.stdout
     db = sqlite3.connect(path)
@@ -594,6 +643,22 @@ def test_foreign_sqlite_file_is_refused(tmp_path: Path) -> None:
         assert db.execute("SELECT x FROM t").fetchall() == [(42,)]
     finally:
         db.close()
+
+
+def test_relative_store_path_is_relative_to_rundir(tmp_path: Path) -> None:
+    launch, run = tmp_path / "launch", tmp_path / "run"
+    launch.mkdir()
+    run.mkdir()
+    _foreign_database(run / "h.sqlite3")
+    result = subprocess.run(
+        [TWISTD, "--nodaemon", "--pidfile=", f"--rundir={run}", "halp",
+         "--port", "tcp:0:interface=127.0.0.1", "--store", "sqlite:h.sqlite3"],
+        cwd=launch, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, timeout=60,
+    )
+    assert result.returncode != 0, result.stdout
+    assert "not a HALP" in _last_line(result.stdout), result.stdout
+    assert list(launch.iterdir()) == [], "the check must not create a file where twistd started"
 
 
 def test_foreign_sqlite_file_is_left_untouched(tmp_path: Path) -> None:

@@ -9,7 +9,10 @@ from twisted.application.internet import TimerService
 from twisted.application.service import IServiceCollection
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactor
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.testing import EventLoggingObserver, MemoryReactor
+from twisted.logger import globalLogPublisher
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -61,7 +64,6 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(
             options["store-spec"], StoreSpec("sqlite", "halp.sqlite3", {"synchronous": "full"})
         )
-        self.assertTrue(os.path.exists("halp.sqlite3"))
         self.assertEqual(options.limits(), Limits(max_entries=1000, ttl=86400))
 
     def test_everything(self) -> None:
@@ -100,7 +102,6 @@ class OptionsTests(SynchronousTestCase):
             (["--store", "bogus:x"], "--store: unknown store 'bogus:x'"),
             (["--store", "sqlite:x?journal=off"], "--store: unknown SQLite option 'journal'"),
             (["--store", "sqlite:x?synchronous=off"], "--store: synchronous must be"),
-            (["--store", "sqlite:/nonexistent/dir/x.db"], "--store: cannot open"),
             (["--nonsense"], "nonsense"),
         ]:
             options = Options()
@@ -109,11 +110,9 @@ class OptionsTests(SynchronousTestCase):
             self.assertEqual(str(e).count("\n"), 0)
             self.assertEqual(options.getUsage(), "Run 'twistd halp --help' for the options.")
 
-    def test_foreign_database_is_refused(self) -> None:
-        with sqlite3.connect("other.db") as conn:
-            conn.execute("CREATE TABLE t (x)")
-        e = self.assertRaises(UsageError, parse, "--store", "sqlite:other.db")
-        self.assertIn("not a HALP one", str(e))
+    def test_options_touch_no_file(self) -> None:
+        parse("--store", "sqlite:x.sqlite3")
+        self.assertEqual(os.listdir("."), [])
 
     def test_usage_lists_options(self) -> None:
         usage = Options().getUsage()
@@ -145,6 +144,36 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(factory.core.limits.ttl, 3600)
         self.assertIs(factory.core.store, children[0].store)
 
+    def test_store_is_checked_when_the_service_starts(self) -> None:
+        path = self.mktemp()
+        os.makedirs(path)
+        with sqlite3.connect(os.path.join(path, "other.db")) as conn:
+            conn.execute("CREATE TABLE t (x)")
+        # The path is relative: it means the file in the directory that is
+        # current when the server starts (twistd --rundir), not before.
+        service = list(IServiceCollection(makeService(parse("--store", "sqlite:other.db"))))[0]
+        self.addCleanup(os.chdir, os.getcwd())
+        os.chdir(path)
+        e = self.assertRaises(SystemExit, service.startService)
+        self.assertEqual(str(e).count("\n"), 0)
+        self.assertIn("twistd halp: --store: ", str(e))
+        self.assertIn("not a HALP one", str(e))
+        self.assertFalse(service.running)
+
+    def test_unopenable_store_stops_the_server(self) -> None:
+        options = parse("--store", "sqlite:/nonexistent/dir/x.db")
+        service = list(IServiceCollection(makeService(options)))[0]
+        e = self.assertRaises(SystemExit, service.startService)
+        self.assertIn("--store: cannot open SQLite database", str(e))
+
+    def test_new_database_is_created_at_start(self) -> None:
+        path = self.mktemp() + ".sqlite3"
+        service = list(IServiceCollection(makeService(parse("--store", f"sqlite:{path}"))))[0]
+        self.assertFalse(os.path.exists(path))
+        service.startService()
+        self.assertTrue(os.path.exists(path))
+        self.successResultOf(service.stopService())
+
     def test_sqlite_store(self) -> None:
         path = self.mktemp()
         top = makeService(parse("--store", f"sqlite:{path}"))
@@ -155,6 +184,16 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(service.store.path, path)
 
 
+class LaterEndpoint:
+    """An endpoint whose listen() answers when told to."""
+
+    def __init__(self) -> None:
+        self.result: Deferred[IListeningPort] = Deferred()
+
+    def listen(self, factory: object) -> Deferred[IListeningPort]:
+        return self.result
+
+
 class ListenerServiceTests(SynchronousTestCase):
     def factory(self) -> HALPServerFactory:
         clock = Clock()
@@ -162,12 +201,31 @@ class ListenerServiceTests(SynchronousTestCase):
 
     def test_listens_once_and_stops(self) -> None:
         reactor = MemoryReactor()
-        service = ListenerService("tcp:7100", TCP4ServerEndpoint(reactor, 7100), self.factory())
+        service = ListenerService(
+            "tcp:7100", TCP4ServerEndpoint(reactor, 7100), self.factory(), reactor
+        )
         service.privilegedStartService()
         service.startService()
         self.assertEqual(len(reactor.tcpServers), 1)
         self.assertIsNotNone(service.port)
         service.stopService()
+        self.assertIsNone(service.port)
+
+    def test_later_failure_is_logged_and_stops_the_reactor(self) -> None:
+        reactor = MemoryReactor()
+        reactor.running = True
+        endpoint = LaterEndpoint()
+        service = ListenerService("onion:7100", endpoint, self.factory(), reactor)  # type: ignore[arg-type]
+        service.privilegedStartService()
+        events = EventLoggingObserver()
+        globalLogPublisher.addObserver(events)
+        self.addCleanup(globalLogPublisher.removeObserver, events)
+        endpoint.result.errback(OSError("no route"))
+        self.assertTrue(reactor.hasStopped)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        self.assertEqual(
+            [e["endpoint"] for e in events if "log_failure" in e], ["onion:7100"]
+        )
         self.assertIsNone(service.port)
 
     def test_failure_to_listen_exits_with_one_line(self) -> None:
@@ -177,7 +235,10 @@ class ListenerServiceTests(SynchronousTestCase):
             def listenTCP(self, *args: object, **kwargs: object) -> object:
                 raise CannotListenError("", 7100, OSError("Address already in use"))
 
-        service = ListenerService("tcp:7100", TCP4ServerEndpoint(Refusing(), 7100), self.factory())
+        refusing = Refusing()
+        service = ListenerService(
+            "tcp:7100", TCP4ServerEndpoint(refusing, 7100), self.factory(), refusing
+        )
         e = self.assertRaises(SystemExit, service.privilegedStartService)
         self.assertIn("twistd halp: cannot listen on tcp:7100:", str(e))
         self.assertIn("Address already in use", str(e))
