@@ -105,7 +105,7 @@ class HALPServerProtocol(Protocol):
         self._queue: deque[_Item] = deque()
         self._busy = False
         self._pumping = False
-        self._answered_any = False
+        self._any_request = False
         self._paused = False  # not reading (and not taking buffered lines)
         self._eof = False  # the peer sent all it will send
         self._input_done = False  # every request of the peer is queued
@@ -208,7 +208,7 @@ class HALPServerProtocol(Protocol):
                 self._enqueue(item)
 
     def _first_request_unfinished(self) -> bool:
-        return not self._answered_any and (self._decoder.in_block or self._lines.partial)
+        return not self._any_request and (self._decoder.in_block or self._lines.partial)
 
     def _watch_for_libhalp(self) -> None:
         if self._compat_call is not None and self._compat_call.active():
@@ -235,7 +235,7 @@ class HALPServerProtocol(Protocol):
     # -- answering -----------------------------------------------------------
 
     def _enqueue(self, item: _Item) -> None:
-        self._answered_any = self._answered_any or not isinstance(item, _Close)
+        self._any_request = self._any_request or not isinstance(item, _Close)
         self._queue.append(item)
         if len(self._queue) > self.MAX_QUEUED:
             self._set_reading(False)
