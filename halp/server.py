@@ -177,8 +177,8 @@ class HALPServerProtocol(Protocol):
     # -- input ---------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        if self._eof:
-            return
+        if self._eof or self._input_done:
+            return  # the connection is closing: nothing more is read
         self._reset_idle()
         self._lines.feed(data)
         self._take_lines()
