@@ -214,8 +214,9 @@ def check_host(host: str) -> str:
     IPv4 addresses are dotted quads without leading zeros; IPv6 addresses are
     written without brackets or zone and come back compressed
     (``2001:DB8:0::1`` becomes ``2001:db8::1``; an IPv4-mapped address
-    keeps its dotted tail, ``::ffff:192.0.2.1``, as RFC 5952 recommends).  Anything else must be an
-    RFC 1123 DNS name, which comes back in lower case without a trailing dot;
+    keeps its dotted tail, ``::ffff:192.0.2.1``, as RFC 5952 recommends).
+    Anything else must be an RFC 1123 DNS name, which comes back in lower
+    case without a trailing dot;
     a name whose last label is all digits is refused, so that a mistyped
     IPv4 address is not taken for a name.
 

@@ -18,7 +18,7 @@ from twisted.internet.interfaces import IReactorFromThreads
 
 from halp.interfaces import IHostStore
 
-__all__ = ["DEFAULT_STORE", "StoreSpec", "parse_store_spec", "make_store"]
+__all__ = ["DEFAULT_STORE", "StoreSpec", "check_store", "make_store", "parse_store_spec"]
 
 #: The store ``twistd halp`` uses without ``--store``.
 DEFAULT_STORE = "sqlite:halp.sqlite3"
