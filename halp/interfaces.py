@@ -80,6 +80,43 @@ class IHostStore(Interface):
             full label names.
         """
 
+    def remove(label: str, addresses: Sequence[tuple[str, int]]) -> Deferred[int]:
+        """
+        Delete the entries of ``label`` whose ``(host, port)`` is in
+        ``addresses``, in one atomic step.  Addresses that are not in the
+        label are ignored.  The label index keeps its times (they record
+        activity, not contents) but no longer counts the removed entries
+        towards the cap.
+
+        :return: a Deferred firing with the number of entries deleted, or
+            failing with :class:`halp.error.StoreError`; then nothing was
+            deleted.
+        """
+
+    def get_state(key: str) -> Deferred[str | None]:
+        """
+        The document last saved under ``key`` by :meth:`put_state`.
+
+        State documents are small texts (JSON, in practice) that HALP keeps
+        beside the entries: a client's table of known servers, a server's
+        table of peers.  They never expire and :meth:`purge` leaves them
+        alone.
+
+        :param key: a short name such as ``client/servers``.
+        :return: a Deferred firing with the text, or ``None`` if nothing
+            was saved under ``key``.
+        """
+
+    def put_state(key: str, value: str | None) -> Deferred[None]:
+        """
+        Save ``value`` under ``key``, replacing what was there; ``None``
+        deletes the key.
+
+        :return: a Deferred firing once the document is as durable as an
+            acknowledged insert, or failing with
+            :class:`halp.error.StoreError`; then the old document stands.
+        """
+
     def purge(before: int) -> Deferred[int]:
         """
         Delete every entry and index row whose time is before ``before``.

@@ -42,6 +42,13 @@ class _Label:
         self.order.add((-entry.timestamp, entry.host, entry.port))
         return entry.timestamp
 
+    def remove(self, host: str, port: int) -> bool:
+        when = self.times.pop((host, port), None)
+        if when is None:
+            return False
+        self.order.remove((-when, host, port))
+        return True
+
     def evict_oldest(self) -> tuple[str, int]:
         _, host, port = self.order.pop()
         del self.times[(host, port)]
@@ -68,6 +75,7 @@ class MemoryStore:
         self._labels: dict[str, _Label] = {}
         self._index: dict[str, int] = {}
         self._children: dict[str, SortedList[_IndexKey]] = {}
+        self._state: dict[str, str] = {}
 
     def insert(
         self, labels: Sequence[str], entries: Sequence[Entry], max_entries: int
@@ -130,6 +138,25 @@ class MemoryStore:
                     break
                 result.append(LabelInfo(-negative, name))
         return succeed(result)
+
+    def remove(self, label: str, addresses: Sequence[tuple[str, int]]) -> Deferred[int]:
+        table = self._labels.get(label)
+        removed = 0
+        if table is not None:
+            removed = sum(table.remove(host, port) for host, port in addresses)
+            if not table.times:
+                del self._labels[label]
+        return succeed(removed)
+
+    def get_state(self, key: str) -> Deferred[str | None]:
+        return succeed(self._state.get(key))
+
+    def put_state(self, key: str, value: str | None) -> Deferred[None]:
+        if value is None:
+            self._state.pop(key, None)
+        else:
+            self._state[key] = value
+        return succeed(None)
 
     def purge(self, before: int) -> Deferred[int]:
         removed = 0

@@ -35,7 +35,7 @@ from halp.model import Entry, LabelInfo, label_ancestors, label_parent
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "open_database"]
 
 #: The schema version this code reads and writes.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: ``PRAGMA synchronous`` values an operator may choose.
 SYNCHRONOUS_MODES = ("full", "normal")
@@ -261,6 +261,39 @@ def _list_labels(
     return [LabelInfo(ts, name) for ts, name in rows]
 
 
+def _remove(
+    conn: sqlite3.Connection, label: str, addresses: Sequence[tuple[str, int]]
+) -> int:
+    cursor = conn.executemany(
+        "DELETE FROM entries WHERE label = ? AND host = ? AND port = ?",
+        [(label, host, port) for host, port in addresses],
+    )
+    # rowcount sums what each DELETE deleted: an address given twice is
+    # deleted, and counted, once.
+    removed = max(0, cursor.rowcount)
+    if removed:
+        conn.execute(
+            "UPDATE labels SET entries = entries - ? WHERE name = ?", (removed, label)
+        )
+    return removed
+
+
+def _get_state(conn: sqlite3.Connection, key: str) -> str | None:
+    row = conn.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def _put_state(conn: sqlite3.Connection, key: str, value: str | None) -> None:
+    if value is None:
+        conn.execute("DELETE FROM state WHERE key = ?", (key,))
+    else:
+        conn.execute(
+            "INSERT INTO state (key, value) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+
 def _purge(conn: sqlite3.Connection, before: int) -> int:
     counts = conn.execute(
         "SELECT label, COUNT(*) FROM entries WHERE ts < ? GROUP BY label", (before,)
@@ -324,6 +357,16 @@ class SQLiteStore:
         self, parent: str, start: int, stop: int, since: int
     ) -> Deferred[list[LabelInfo]]:
         return self._submit(lambda c: _list_labels(c, parent, start, stop, since), False)
+
+    def remove(self, label: str, addresses: Sequence[tuple[str, int]]) -> Deferred[int]:
+        addresses = tuple(addresses)
+        return self._submit(lambda c: _remove(c, label, addresses), True)
+
+    def get_state(self, key: str) -> Deferred[str | None]:
+        return self._submit(lambda c: _get_state(c, key), False)
+
+    def put_state(self, key: str, value: str | None) -> Deferred[None]:
+        return self._submit(lambda c: _put_state(c, key, value), True)
 
     def purge(self, before: int) -> Deferred[int]:
         return self._submit(lambda c: _purge(c, before), True)

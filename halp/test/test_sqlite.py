@@ -7,6 +7,8 @@ agreement with the memory store under random operations.
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
+from importlib import resources
 from typing import Any, Callable, TypeVar
 
 from hypothesis import settings, strategies as st
@@ -51,7 +53,100 @@ class RecordingRunner(InlineRunner):
             maybeDeferred(work).chainDeferred(d)
 
 
+def _tables(path: str) -> set[str]:
+    with closing(sqlite3.connect(path)) as conn:
+        return {
+            row[0]
+            for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+
+
+def _version(path: str) -> int:
+    with closing(sqlite3.connect(path)) as conn:
+        (version,) = conn.execute("SELECT version FROM halp_version").fetchone()
+    assert isinstance(version, int)
+    return version
+
+
 class SchemaTests(SynchronousTestCase):
+    def test_current_version_is_2(self) -> None:
+        self.assertEqual(SCHEMA_VERSION, 2)
+
+    def test_every_upgrade_script_is_shipped(self) -> None:
+        schema = resources.files("halp.store").joinpath("schema")
+        self.assertTrue(schema.joinpath("v1.sql").is_file())
+        for version in range(2, SCHEMA_VERSION + 1):
+            self.assertTrue(schema.joinpath(f"upgrade-to-v{version}.sql").is_file())
+
+    def test_new_database_has_state_table(self) -> None:
+        path = self.mktemp()
+        open_database(path).close()
+        self.assertEqual(_version(path), 2)
+        self.assertEqual(_tables(path), {"halp_version", "entries", "labels", "state"})
+
+    def test_upgrades_version_1_in_place(self) -> None:
+        path = self.mktemp()
+        v1 = resources.files("halp.store").joinpath("schema/v1.sql").read_text("utf-8")
+        with sqlite3.connect(path) as conn:
+            conn.executescript(v1)
+            conn.execute(
+                "INSERT INTO entries (label, host, port, ts) VALUES ('a', 'h.example', 1, 5)"
+            )
+            conn.execute(
+                "INSERT INTO labels (name, parent, ts, entries) VALUES ('a', '', 5, 1)"
+            )
+        conn.close()
+        self.assertEqual(_version(path), 1)
+        self.assertNotIn("state", _tables(path))
+
+        store = SQLiteStore(reactor, path, runner=InlineRunner())  # type: ignore[arg-type]
+        self.assertEqual(
+            self.successResultOf(store.get("a", 0, 10, 0)), [Entry(5, "h.example", 1)]
+        )
+        self.assertEqual(
+            self.successResultOf(store.list_labels("", 0, 10, 0)), [LabelInfo(5, "a")]
+        )
+        self.assertIsNone(self.successResultOf(store.get_state("k")))
+        self.successResultOf(store.put_state("k", "v"))
+        # The entry count came through the upgrade: the cap still holds.
+        self.assertEqual(
+            self.successResultOf(store.insert(["a"], [Entry(6, "h.example", 2)], 1)),
+            [[6]],
+        )
+        self.assertEqual(
+            self.successResultOf(store.get("a", 0, 10, 0)), [Entry(6, "h.example", 2)]
+        )
+        self.successResultOf(store.close())
+        self.assertEqual(_version(path), 2)
+        self.assertIn("state", _tables(path))
+
+    def test_reopen_keeps_state(self) -> None:
+        path = self.mktemp()
+        store = SQLiteStore(reactor, path, runner=InlineRunner())  # type: ignore[arg-type]
+        self.successResultOf(store.put_state("client/servers", '{"a": 1}'))
+        self.successResultOf(store.put_state("gone", "x"))
+        self.successResultOf(store.put_state("gone", None))
+        self.successResultOf(store.close())
+        store = SQLiteStore(reactor, path, runner=InlineRunner())  # type: ignore[arg-type]
+        self.assertEqual(
+            self.successResultOf(store.get_state("client/servers")), '{"a": 1}'
+        )
+        self.assertIsNone(self.successResultOf(store.get_state("gone")))
+        self.successResultOf(store.close())
+
+    def test_reopen_keeps_removals_and_counts(self) -> None:
+        path = self.mktemp()
+        store = SQLiteStore(reactor, path, runner=InlineRunner())  # type: ignore[arg-type]
+        entries = [Entry(i, "h.example", i) for i in (1, 2, 3)]
+        self.successResultOf(store.insert(["a"], entries, 10))
+        self.assertEqual(self.successResultOf(store.remove("a", [("h.example", 2)])), 1)
+        self.successResultOf(store.close())
+        with sqlite3.connect(path) as conn:
+            (count,) = conn.execute("SELECT entries FROM labels WHERE name = 'a'").fetchone()
+            (rows,) = conn.execute("SELECT COUNT(*) FROM entries WHERE label = 'a'").fetchone()
+        conn.close()
+        self.assertEqual((count, rows), (2, 2))
+
     def test_new_database_gets_current_version(self) -> None:
         path = self.mktemp()
         open_database(path).close()
@@ -268,6 +363,7 @@ ports = st.sampled_from([1, 2, 7100])
 times = st.integers(min_value=0, max_value=50)
 labels = st.sampled_from(["a", "b", "a/x", "a/y", "a/x/deep", "c/z"])
 entries = st.builds(Entry, times, hosts, ports)
+state_keys = ["client/servers", "server/peers"]
 
 
 class StoresAgree(RuleBasedStateMachine):
@@ -301,6 +397,17 @@ class StoresAgree(RuleBasedStateMachine):
     def list_labels(self, parent: str, start: int, since: int) -> None:
         self.both(lambda s: s.list_labels(parent, start, start + 5, since))
 
+    @rule(
+        label=labels,
+        addresses=st.lists(st.tuples(hosts, ports), max_size=4),
+    )
+    def remove(self, label: str, addresses: list[tuple[str, int]]) -> None:
+        self.both(lambda s: s.remove(label, addresses))
+
+    @rule(key=st.sampled_from(state_keys), value=st.none() | st.sampled_from(["", "{}", "x"]))
+    def put_state(self, key: str, value: str | None) -> None:
+        self.both(lambda s: s.put_state(key, value))
+
     @precondition(lambda self: True)
     @rule(before=times)
     def purge(self, before: int) -> None:
@@ -313,6 +420,8 @@ class StoresAgree(RuleBasedStateMachine):
         for parent in ["", "a", "a/x", "c"]:
             result: list[LabelInfo] = self.both(lambda s: s.list_labels(parent, 0, 1000, 0))
             assert all(info.name.startswith(parent) for info in result)
+        for key in state_keys:
+            self.both(lambda s: s.get_state(key))
 
 
 class StoresAgreeTests(SynchronousTestCase):

@@ -251,6 +251,148 @@ class StoreContractMixin(_Base):
         self.assertEqual([e.timestamp for e in got], [4000, 3000])
 
     @inlineCallbacks
+    def test_remove_deletes_only_the_named_addresses(self) -> Gen:
+        yield self.store.insert(["a"], [E1, E2, E3], 100)
+        removed = yield self.store.remove("a", [E1.address, E3.address])
+        self.assertEqual(removed, 2)
+        self.assertEqual((yield self.store.get("a", 0, 10, 0)), [E2])
+
+    @inlineCallbacks
+    def test_remove_matches_host_and_port(self) -> Gen:
+        yield self.store.insert(["a"], [Entry(10, "h.example", 1), Entry(20, "h.example", 2)], 100)
+        self.assertEqual((yield self.store.remove("a", [("h.example", 2)])), 1)
+        self.assertEqual((yield self.store.get("a", 0, 10, 0)), [Entry(10, "h.example", 1)])
+
+    @inlineCallbacks
+    def test_remove_unknown_addresses_and_labels(self) -> Gen:
+        yield self.store.insert(["a"], [E1], 100)
+        self.assertEqual((yield self.store.remove("a", [E2.address, ("h.example", 1)])), 0)
+        self.assertEqual((yield self.store.remove("a", [])), 0)
+        self.assertEqual((yield self.store.remove("nothing", [E1.address])), 0)
+        self.assertEqual((yield self.store.remove("A", [E1.address])), 0)
+        self.assertEqual((yield self.store.get("a", 0, 10, 0)), [E1])
+
+    @inlineCallbacks
+    def test_remove_counts_an_address_given_twice_once(self) -> Gen:
+        yield self.store.insert(["a"], [E1, E2], 100)
+        self.assertEqual((yield self.store.remove("a", [E1.address, E1.address])), 1)
+        self.assertEqual((yield self.store.get("a", 0, 10, 0)), [E2])
+
+    @inlineCallbacks
+    def test_remove_leaves_other_labels_alone(self) -> Gen:
+        yield self.store.insert(["a", "b", "a/x"], [E1, E2], 100)
+        self.assertEqual((yield self.store.remove("a", [E1.address])), 1)
+        self.assertEqual((yield self.store.get("a", 0, 10, 0)), [E2])
+        self.assertEqual((yield self.store.get("b", 0, 10, 0)), [E2, E1])
+        self.assertEqual((yield self.store.get("a/x", 0, 10, 0)), [E2, E1])
+
+    @inlineCallbacks
+    def test_remove_keeps_cap_accounting(self) -> Gen:
+        """After a remove, a full label has room again for exactly as many."""
+        yield self.store.insert(["a"], [E1, E2, E3], 3)
+        self.assertEqual((yield self.store.remove("a", [E2.address])), 1)
+        stored = yield self.store.insert(["a"], [Entry(4000, "192.0.2.4", 4)], 3)
+        self.assertEqual(stored, [[4000]])
+        got = yield self.store.get("a", 0, 10, 0)
+        self.assertEqual([e.timestamp for e in got], [4000, 3000, 1000])
+        stored = yield self.store.insert(["a"], [Entry(5000, "192.0.2.5", 5)], 3)
+        self.assertEqual(stored, [[5000]])
+        got = yield self.store.get("a", 0, 10, 0)
+        self.assertEqual([e.timestamp for e in got], [5000, 4000, 3000])
+
+    @inlineCallbacks
+    def test_remove_everything_then_fill_to_the_cap(self) -> Gen:
+        yield self.store.insert(["a"], [E1, E2], 2)
+        self.assertEqual((yield self.store.remove("a", [E1.address, E2.address])), 2)
+        self.assertEqual((yield self.store.get("a", 0, 10, 0)), [])
+        entries = [Entry(10, "h.example", 1), Entry(20, "h.example", 2)]
+        self.assertEqual((yield self.store.insert(["a"], entries, 2)), [[10, 20]])
+        self.assertEqual((yield self.store.get("a", 0, 10, 0)), entries[::-1])
+
+    @inlineCallbacks
+    def test_removed_entries_are_really_gone(self) -> Gen:
+        """A removed entry comes back with any time, even an older one."""
+        yield self.store.insert(["a"], [E3], 100)
+        yield self.store.remove("a", [E3.address])
+        older = Entry(500, E3.host, E3.port)
+        self.assertEqual((yield self.store.insert(["a"], [older], 100)), [[500]])
+        self.assertEqual((yield self.store.get("a", 0, 10, 0)), [older])
+
+    @inlineCallbacks
+    def test_remove_keeps_label_index(self) -> Gen:
+        yield self.store.insert(["app/v1"], [E1, E2], 100)
+        self.assertEqual((yield self.store.remove("app/v1", [E1.address, E2.address])), 2)
+        self.assertEqual((yield self.store.get("app/v1", 0, 10, 0)), [])
+        self.assertEqual((yield self.store.list_labels("", 0, 10, 0)), [LabelInfo(2000, "app")])
+        self.assertEqual(
+            (yield self.store.list_labels("app", 0, 10, 0)), [LabelInfo(2000, "app/v1")]
+        )
+        # A later insert moves the kept row forward only.
+        yield self.store.insert(["app/v1"], [Entry(1500, "h.example", 1)], 100)
+        self.assertEqual(
+            (yield self.store.list_labels("app", 0, 10, 0)), [LabelInfo(2000, "app/v1")]
+        )
+        # The purge still removes the rows when their time has passed.
+        yield self.store.purge(BIG)
+        self.assertEqual((yield self.store.list_labels("", 0, 10, 0)), [])
+
+    @inlineCallbacks
+    def test_state_missing_key(self) -> Gen:
+        self.assertIsNone((yield self.store.get_state("client/servers")))
+
+    @inlineCallbacks
+    def test_state_put_then_get(self) -> Gen:
+        yield self.store.put_state("client/servers", '{"a": 1}')
+        self.assertEqual((yield self.store.get_state("client/servers")), '{"a": 1}')
+
+    @inlineCallbacks
+    def test_state_overwrite(self) -> Gen:
+        yield self.store.put_state("k", "one")
+        yield self.store.put_state("k", "two")
+        self.assertEqual((yield self.store.get_state("k")), "two")
+
+    @inlineCallbacks
+    def test_state_put_none_deletes(self) -> Gen:
+        yield self.store.put_state("k", "one")
+        yield self.store.put_state("k", None)
+        self.assertIsNone((yield self.store.get_state("k")))
+        yield self.store.put_state("k", None)
+        self.assertIsNone((yield self.store.get_state("k")))
+        yield self.store.put_state("k", "again")
+        self.assertEqual((yield self.store.get_state("k")), "again")
+
+    @inlineCallbacks
+    def test_state_empty_text_is_not_none(self) -> Gen:
+        yield self.store.put_state("k", "")
+        self.assertEqual((yield self.store.get_state("k")), "")
+
+    @inlineCallbacks
+    def test_state_keys_are_independent(self) -> Gen:
+        yield self.store.put_state("client/servers", "s")
+        yield self.store.put_state("server/peers", "p")
+        yield self.store.put_state("Client/servers", "S")
+        yield self.store.put_state("server/peers", None)
+        self.assertEqual((yield self.store.get_state("client/servers")), "s")
+        self.assertEqual((yield self.store.get_state("Client/servers")), "S")
+        self.assertIsNone((yield self.store.get_state("server/peers")))
+
+    @inlineCallbacks
+    def test_state_is_not_entries(self) -> Gen:
+        """State neither expires nor shows up among labels and entries."""
+        yield self.store.put_state("k", "v")
+        yield self.store.insert(["k"], [E1], 100)
+        self.assertEqual((yield self.store.purge(BIG)), 1)
+        self.assertEqual((yield self.store.get_state("k")), "v")
+        self.assertEqual((yield self.store.list_labels("", 0, 10, 0)), [])
+        self.assertEqual((yield self.store.get("k", 0, 10, 0)), [])
+
+    @inlineCallbacks
+    def test_state_keeps_non_ascii_text(self) -> Gen:
+        value = '{"name": "h\u00e9te", "raw": "héte ☃"}'
+        yield self.store.put_state("k", value)
+        self.assertEqual((yield self.store.get_state("k")), value)
+
+    @inlineCallbacks
     def test_close_waits_for_pending_writes(self) -> Gen:
         pending = self.store.insert(["a"], [E1], 10)
         yield self.store.close()
