@@ -12,7 +12,19 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["ErrorCode", "HALPError", "ProtocolError", "StoreError", "StoreSchemaError"]
+__all__ = [
+    "BadResponse",
+    "ClientError",
+    "ConnectionClosed",
+    "ErrorCode",
+    "HALPError",
+    "NoServerAvailable",
+    "ProtocolError",
+    "ServerRefused",
+    "StoreError",
+    "StoreSchemaError",
+    "Timeout",
+]
 
 
 class ErrorCode(str, enum.Enum):
@@ -68,3 +80,41 @@ class StoreError(HALPError):
 
 class StoreSchemaError(StoreError):
     """A store's on-disk data is of a version or shape this HALP cannot use."""
+
+
+class ClientError(HALPError):
+    """Something went wrong talking to a HALP server (client side)."""
+
+
+class ConnectionClosed(ClientError):
+    """The connection failed or ended before the answer was complete."""
+
+
+class Timeout(ClientError):
+    """The server did not answer within the time allowed."""
+
+
+class BadResponse(ClientError):
+    """The server sent something that is not a HALP/1 (or libhalp) answer."""
+
+
+class ServerRefused(ClientError):
+    """
+    The server answered with an ``error`` status line.
+
+    :ivar code: the error code as sent (it may be one this HALP does not
+        know).
+    :ivar message: the server's text.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"error {self.code} {self.message}".rstrip()
+
+
+class NoServerAvailable(ClientError):
+    """No known server could be reached."""

@@ -31,6 +31,7 @@ from halp.model import (
 __all__ = [
     "Get",
     "Hello",
+    "InsertOutcome",
     "Insert",
     "LineBuffer",
     "ListLabels",
@@ -38,6 +39,8 @@ __all__ = [
     "Reply",
     "Request",
     "RequestDecoder",
+    "Response",
+    "ResponseReader",
     "Status",
     "Window",
     "format_entry",
@@ -49,6 +52,9 @@ __all__ = [
     "format_request",
     "format_success",
     "parse_entry_line",
+    "parse_field_line",
+    "parse_insert_line",
+    "parse_label_line",
     "parse_status",
     "printable",
     "summarize",
@@ -478,3 +484,114 @@ def summarize(request: Request) -> str:
     if isinstance(request, Insert):
         return "insert %s (%d entries)" % (" ".join(request.labels), len(request.entries))
     return format_request(request).decode("ascii").strip()
+
+
+# -- responses, for clients --------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """
+    A whole response as a client reads it.
+
+    :ivar lines: the data lines, without their line endings.
+    :ivar status: the status line, or ``None`` for an answer in the libhalp
+        form (data lines, then the server closed the connection).
+    """
+
+    lines: tuple[bytes, ...]
+    status: Status | None
+
+
+class ResponseReader:
+    """
+    Splits the lines a server sends into :class:`Response` objects: data
+    lines up to and including the next status line.
+    """
+
+    def __init__(self) -> None:
+        self._lines: list[bytes] = []
+
+    def feed(self, line: bytes) -> Response | None:
+        """Take one line, without its line ending; a :class:`Response` when complete."""
+        status = parse_status(line)
+        if status is None:
+            self._lines.append(line[:-1] if line.endswith(b"\r") else line)
+            return None
+        lines, self._lines = tuple(self._lines), []
+        return Response(lines, status)
+
+    def end(self) -> Response:
+        """
+        The connection closed: the data lines read since the last status
+        line, as an answer in the libhalp form.
+        """
+        lines, self._lines = tuple(self._lines), []
+        return Response(lines, None)
+
+
+def parse_label_line(line: bytes, parent: str) -> LabelInfo:
+    """
+    Parse ``TIMESTAMP SEGMENT``, a data line of a label listing of
+    ``parent`` (``""`` for ``get labels``), into a row with the full name.
+
+    :raises ProtocolError: ``bad-entry`` or ``bad-label``.
+    """
+    words = _words(line)
+    if len(words) != 2:
+        raise ProtocolError(ErrorCode.BAD_ENTRY, "expected 2 fields: TIMESTAMP LABEL")
+    timestamp = check_timestamp(_ascii(words[0], "label row", ErrorCode.BAD_ENTRY))
+    segment = _ascii(words[1], "label", ErrorCode.BAD_LABEL)
+    if "/" in segment:
+        raise ProtocolError(ErrorCode.BAD_LABEL, "a listed label is one segment")
+    name = f"{parent}/{segment}" if parent else segment
+    return LabelInfo(timestamp, check_label(name))
+
+
+@dataclass(frozen=True, slots=True)
+class InsertOutcome:
+    """
+    A data line of an ``insert`` answer, as a client reads it.
+
+    :ivar entry: for a ``success:`` line, the entry with its stored time.
+    :ivar reason: for a ``failure:`` line, why the entry was not stored.
+    """
+
+    label: str
+    entry: Entry | None
+    offered: str = ""
+    reason: str = ""
+
+    @property
+    def stored(self) -> bool:
+        return self.entry is not None
+
+
+def parse_insert_line(line: bytes) -> InsertOutcome:
+    """
+    Parse ``success: LABEL TIMESTAMP HOST PORT`` or
+    ``failure: LABEL LINE ; REASON``.
+
+    :raises ProtocolError: ``bad-entry`` for anything else.
+    """
+    text = _ascii(line, "insert answer", ErrorCode.BAD_ENTRY)
+    kind, _, rest = text.partition(" ")
+    label, _, detail = rest.strip().partition(" ")
+    if kind == "success:":
+        entry = parse_entry_line(detail.encode("ascii"))
+        return InsertOutcome(check_label(label), entry)
+    if kind == "failure:":
+        offered, sep, reason = detail.rpartition(" ; ")
+        if not sep:
+            offered, reason = detail, ""
+        return InsertOutcome(check_label(label), None, offered.strip(), reason.strip())
+    raise ProtocolError(ErrorCode.BAD_ENTRY, "expected success: or failure:")
+
+
+def parse_field_line(line: bytes) -> tuple[str, str]:
+    """Parse ``KEY VALUE``, a data line of a ``hello`` answer."""
+    text = _ascii(line, "field", ErrorCode.BAD_ENTRY)
+    key, _, value = text.partition(" ")
+    if not key:
+        raise ProtocolError(ErrorCode.BAD_ENTRY, "empty field name")
+    return key, value.strip()

@@ -1,0 +1,410 @@
+# -*- test-case-name: halp.test.test_servers -*-
+"""
+Which HALP servers to ask: the table of known servers, their quality,
+their backoff, and what is learned about new ones.
+
+This is pure logic: no I/O, and the time comes in as an argument.  The
+client (:mod:`halp.client.client`) keeps the table in step with the
+``halp`` label of its cache and saves it as a state document of the cache
+store; the rules follow libhalp ("bring the first working server to the
+top") and GNUnet's hostlist client (quality score, bounded learned list,
+pinned seeds, exponential backoff).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Iterable, Literal, Sequence
+
+from halp.error import ProtocolError
+from halp.model import Entry, check_host, check_port
+
+__all__ = [
+    "BACKOFF_BASE",
+    "BACKOFF_CAP",
+    "Dialect",
+    "INITIAL_QUALITY",
+    "MAX_LEARNED",
+    "ServerAddress",
+    "ServerRecord",
+    "ServerTable",
+    "parse_server",
+]
+
+#: GNUnet's starting quality, and its steps: +100 for an answer, +1 per
+#: valid entry delivered, -100 for a failure.
+INITIAL_QUALITY = 10_000
+QUALITY_ANSWER = 100
+QUALITY_ENTRY = 1
+QUALITY_FAILURE = 100
+
+#: Learned (not pinned) servers kept at most; GNUnet keeps 30.
+MAX_LEARNED = 30
+
+#: A failing server is tried again after BACKOFF_BASE * 2**(n-1) seconds
+#: (n failures in a row), at most BACKOFF_CAP.
+BACKOFF_BASE = 60
+BACKOFF_CAP = 86_400
+
+#: A learned server that failed this many times in a row, and has not
+#: answered for FORGET_AFTER seconds, is forgotten.
+FORGET_FAILURES = 10
+FORGET_AFTER = 7 * 86_400
+
+#: How a server speaks: ``halp1`` (HALP/1: pipelining, status lines),
+#: ``libhalp`` (one request per connection, answered by closing), or
+#: ``None`` when not known yet.
+Dialect = Literal["halp1", "libhalp"]
+
+_BRACKETED = re.compile(r"\[(?P<host>[^\]]+)\]:(?P<port>[0-9]+)\Z")
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class ServerAddress:
+    """Where a HALP server listens: a host (canonical form) and a port."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        if ":" in self.host:
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+    @classmethod
+    def of(cls, entry: Entry) -> ServerAddress:
+        """The server an entry of the ``halp`` label names."""
+        return cls(entry.host, entry.port)
+
+
+def parse_server(text: str) -> tuple[ServerAddress, Dialect | None]:
+    """
+    Parse a server as a user writes it: ``HOST:PORT``, ``[IPV6]:PORT``, or
+    either prefixed by ``halp://`` (it speaks HALP/1) or ``libhalp://`` (it
+    only speaks the 2011 libhalp form).  Without a prefix the dialect is
+    found out on first contact.
+
+    :raises ValueError: with a one-line explanation.
+    """
+    dialect: Dialect | None = None
+    rest = text.strip()
+    for prefix, name in (("halp://", "halp1"), ("libhalp://", "libhalp")):
+        if rest.startswith(prefix):
+            rest = rest[len(prefix) :].rstrip("/")
+            dialect = name  # type: ignore[assignment]
+    match = _BRACKETED.match(rest)
+    if match:
+        host, port = match.group("host"), match.group("port")
+    else:
+        host, sep, port = rest.rpartition(":")
+        if not sep or not host:
+            raise ValueError(f"bad server {text!r}: expected HOST:PORT")
+        if ":" in host:
+            raise ValueError(f"bad server {text!r}: write an IPv6 address as [ADDRESS]:PORT")
+    try:
+        return ServerAddress(check_host(host), check_port(port)), dialect
+    except ProtocolError as e:
+        raise ValueError(f"bad server {text!r}: {e.message}") from None
+
+
+@dataclass
+class ServerRecord:
+    """
+    What the client knows about one server.
+
+    :ivar confirmed: the server's time in the ``halp`` label: when it last
+        answered this client, or the confirmed time another server reported
+        for it, whichever is later.
+    :ivar retry_at: while it is in the future, the server is in backoff
+        and is asked only when no other server is left.
+    """
+
+    host: str
+    port: int
+    confirmed: int = 0
+    quality: int = INITIAL_QUALITY
+    successes: int = 0
+    failures: int = 0
+    failures_in_row: int = 0
+    entries: int = 0
+    first_seen: int = 0
+    last_success: int | None = None
+    last_failure: int | None = None
+    retry_at: int = 0
+    dialect: Dialect | None = None
+    #: Whether the dialect was found out (and may be checked again) rather
+    #: than told.
+    dialect_detected_at: int | None = None
+    pinned: bool = field(default=False, compare=False)
+
+    @property
+    def address(self) -> ServerAddress:
+        return ServerAddress(self.host, self.port)
+
+    @property
+    def tested(self) -> bool:
+        return self.successes > 0 or self.failures > 0
+
+    def in_backoff(self, now: int) -> bool:
+        return self.failures_in_row > 0 and now < self.retry_at
+
+    def rank(self, now: int) -> int:
+        """0: answered last time; 1: untested, or its backoff is over; 2: in backoff."""
+        if self.failures_in_row == 0 and self.last_success is not None:
+            return 0
+        if self.in_backoff(now):
+            return 2
+        return 1
+
+
+#: Fields of a record that are saved (everything but ``pinned``, which
+#: comes from the program's configuration on every start).
+_SAVED = [name for name in ServerRecord.__dataclass_fields__ if name != "pinned"]
+
+#: After this long, a dialect found out by detection is checked again.
+DIALECT_RECHECK = 86_400
+
+
+class ServerTable:
+    """
+    The known servers: pinned seeds (never evicted) and up to
+    ``max_learned`` learned ones.
+
+    :param pinned: seed servers, with the dialect the user gave (if any).
+    """
+
+    def __init__(
+        self,
+        pinned: Sequence[tuple[ServerAddress, Dialect | None]] = (),
+        max_learned: int = MAX_LEARNED,
+    ) -> None:
+        self.max_learned = max_learned
+        self._records: dict[ServerAddress, ServerRecord] = {}
+        self._told: dict[ServerAddress, Dialect] = {}
+        for address, dialect in pinned:
+            record = self._records.get(address)
+            if record is None:
+                record = self._records[address] = ServerRecord(address.host, address.port)
+            record.pinned = True
+            if dialect is not None:
+                self._told[address] = dialect
+                record.dialect = dialect
+
+    # -- persistence ---------------------------------------------------------
+
+    def load(self, document: str | None, halp: Iterable[Entry], now: int) -> list[ServerAddress]:
+        """
+        Restore the saved table, and add the servers of the cached ``halp``
+        label.  A saved server that is no longer in the label (it expired,
+        or was removed) is dropped unless pinned.
+
+        :return: servers dropped to keep the learned list within bounds;
+            the caller removes them from the ``halp`` label.
+        """
+        saved: dict[ServerAddress, ServerRecord] = {}
+        if document:
+            try:
+                for row in json.loads(document).get("servers", []):
+                    values = {k: row[k] for k in _SAVED if k in row}
+                    record = ServerRecord(**values)
+                    saved[record.address] = record
+            except (ValueError, TypeError, AttributeError, KeyError):
+                saved = {}  # a damaged document costs the statistics only
+        for address, record in list(self._records.items()):
+            restored = saved.get(address)
+            if record.pinned and restored is not None:
+                restored.pinned = True
+                if address in self._told:
+                    restored.dialect = self._told[address]
+                self._records[address] = restored
+        for entry in halp:
+            address = ServerAddress.of(entry)
+            known = self._records.get(address)
+            if known is None:
+                known = saved.get(address) or ServerRecord(
+                    address.host, address.port, first_seen=now
+                )
+                self._records[address] = known
+            known.confirmed = max(known.confirmed, entry.timestamp)
+        for record in self._records.values():
+            if not record.first_seen:
+                record.first_seen = now
+        return self._trim(now)
+
+    def dump(self) -> str:
+        """The table as a JSON document, for :meth:`load`."""
+        rows = []
+        for record in sorted(self._records.values(), key=lambda r: r.address):
+            values = asdict(record)
+            rows.append({k: values[k] for k in _SAVED})
+        return json.dumps({"version": 1, "servers": rows}, sort_keys=True)
+
+    # -- reading -------------------------------------------------------------
+
+    def __contains__(self, address: object) -> bool:
+        return address in self._records
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def get(self, address: ServerAddress) -> ServerRecord | None:
+        return self._records.get(address)
+
+    def records(self) -> list[ServerRecord]:
+        """Every known server, best first (the order :meth:`choose` uses)."""
+        return sorted(self._records.values(), key=self._order_key(0))
+
+    @staticmethod
+    def _order_key(now: int):  # type: ignore[no-untyped-def]
+        def key(r: ServerRecord) -> tuple[int, int, int, ServerAddress]:
+            return (r.rank(now), -r.confirmed, -r.quality, r.address)
+
+        return key
+
+    def choose(self, now: int, width: int) -> list[ServerRecord]:
+        """
+        Every known server in the order to ask them, ``width`` being how
+        many will be asked at once.
+
+        Servers that answered last time come first, the most recently
+        confirmed first (libhalp's "bring the first working server to the
+        top"); then untested servers and those whose backoff is over; then
+        those still in backoff, which are asked only when nothing else is
+        left.  When ``width`` is 2 or more and an untested server exists,
+        it takes the last of the first ``width`` places, so that new
+        servers are tried one at a time (GNUnet tests learned servers the
+        same way) without delaying the answer.
+        """
+        ordered = sorted(self._records.values(), key=self._order_key(now))
+        if width >= 2 and len(ordered) > width:
+            first = ordered[:width]
+            if not any(not r.tested for r in first):
+                for i, record in enumerate(ordered[width:], width):
+                    if not record.tested and not record.in_backoff(now):
+                        ordered.insert(width - 1, ordered.pop(i))
+                        break
+        return ordered
+
+    def dialect(self, address: ServerAddress, now: int) -> Dialect | None:
+        """How to talk to a server: ``None`` means "find out"."""
+        record = self._records[address]
+        if (
+            record.dialect == "libhalp"
+            and record.dialect_detected_at is not None
+            and now - record.dialect_detected_at >= DIALECT_RECHECK
+        ):
+            return None
+        return record.dialect
+
+    # -- what happened -------------------------------------------------------
+
+    def succeeded(
+        self, address: ServerAddress, now: int, entries: int, dialect: Dialect
+    ) -> None:
+        """A server answered, delivering ``entries`` valid entries."""
+        record = self._records.get(address)
+        if record is None:
+            return
+        record.successes += 1
+        record.failures_in_row = 0
+        record.retry_at = 0
+        record.last_success = now
+        record.confirmed = max(record.confirmed, now)
+        record.entries += entries
+        record.quality += QUALITY_ANSWER + QUALITY_ENTRY * entries
+        self.set_dialect(address, dialect, now)
+
+    def set_dialect(self, address: ServerAddress, dialect: Dialect, now: int) -> None:
+        record = self._records[address]
+        if address in self._told:
+            return
+        if dialect == "libhalp":
+            if record.dialect != "libhalp" or record.dialect_detected_at is None:
+                record.dialect_detected_at = now
+            elif now - record.dialect_detected_at >= DIALECT_RECHECK:
+                record.dialect_detected_at = now
+        else:
+            record.dialect_detected_at = None
+        record.dialect = dialect
+
+    def failed(self, address: ServerAddress, now: int) -> list[ServerAddress]:
+        """
+        A server could not be reached or gave a bad answer.
+
+        :return: the server itself if it is now forgotten.
+        """
+        record = self._records.get(address)
+        if record is None:
+            return []
+        record.failures += 1
+        record.failures_in_row += 1
+        record.last_failure = now
+        record.quality = max(0, record.quality - QUALITY_FAILURE)
+        delay = min(BACKOFF_BASE * 2 ** min(record.failures_in_row - 1, 30), BACKOFF_CAP)
+        record.retry_at = now + delay
+        last_heard = record.last_success if record.last_success is not None else record.first_seen
+        if (
+            not record.pinned
+            and record.failures_in_row >= FORGET_FAILURES
+            and now - last_heard >= FORGET_AFTER
+        ):
+            del self._records[address]
+            return [address]
+        return []
+
+    def learn(
+        self, entries: Iterable[Entry], now: int, *, insist: bool = False
+    ) -> tuple[list[Entry], list[ServerAddress]]:
+        """
+        Take in ``halp`` entries that a server reported (or, with
+        ``insist``, that the user added by hand).
+
+        A known server's confirmed time moves forward.  A new one is added
+        while fewer than ``max_learned`` learned servers are known;
+        otherwise it replaces the worst learned server (lowest quality,
+        then oldest confirmed) only if it beats it, so untested newcomers
+        can push out untested or failing servers but never one that has
+        answered (its quality is above the starting value).  With
+        ``insist`` the newcomer always gets in.
+
+        :return: the entries to store in the ``halp`` label, and the
+            servers evicted, to remove from it.
+        """
+        keep: list[Entry] = []
+        evicted: list[ServerAddress] = []
+        for entry in entries:
+            address = ServerAddress.of(entry)
+            record = self._records.get(address)
+            if record is not None:
+                record.confirmed = max(record.confirmed, entry.timestamp)
+                keep.append(entry)
+                continue
+            learned = [r for r in self._records.values() if not r.pinned]
+            if len(learned) >= self.max_learned:
+                worst = min(learned, key=lambda r: (r.quality, r.confirmed, r.address))
+                if not insist and (worst.quality, worst.confirmed) >= (
+                    INITIAL_QUALITY,
+                    entry.timestamp,
+                ):
+                    continue
+                del self._records[worst.address]
+                evicted.append(worst.address)
+            self._records[address] = ServerRecord(
+                entry.host, entry.port, confirmed=entry.timestamp, first_seen=now
+            )
+            keep.append(entry)
+        return keep, evicted
+
+    def _trim(self, now: int) -> list[ServerAddress]:
+        learned = sorted(
+            (r for r in self._records.values() if not r.pinned),
+            key=lambda r: (r.quality, r.confirmed, r.address),
+        )
+        dropped = []
+        while len(learned) > self.max_learned:
+            record = learned.pop(0)
+            del self._records[record.address]
+            dropped.append(record.address)
+        return dropped

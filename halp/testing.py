@@ -1,0 +1,222 @@
+"""
+In-memory fakes for testing programs that use HALP, and HALP itself.
+
+:class:`FakeNetwork` connects :class:`~halp.client.HALPClient` objects to
+real HALP servers (the real :class:`~halp.server.HALPServerFactory` over a
+:class:`~halp.store.memory.MemoryStore`) without sockets, with a
+:class:`~twisted.internet.task.Clock` for time::
+
+    network = FakeNetwork()
+    network.halp_server(ServerAddress("192.0.2.1", 7100))
+    client = HALPClient(network.clock, MemoryStore(), ["192.0.2.1:7100"],
+                        endpoint=network.endpoint)
+    d = client.lookup("myapp")
+    network.flush()
+    peers = successResultOf(d)
+
+:class:`LibhalpServerFactory` behaves like the 2011 libhalp server: it
+reads one request, answers without a status line and closes.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
+from twisted.test import iosim
+from zope.interface import implementer
+
+from halp.client.servers import ServerAddress
+from halp.core import HALPCore
+from halp.interfaces import IHostStore
+from halp.model import Limits
+from halp.server import HALPServerFactory
+from halp.store.memory import MemoryStore
+
+__all__ = ["FakeNetwork", "LibhalpServerFactory"]
+
+#: The client side of every fake connection.
+CLIENT_ADDRESS = IPv4Address("TCP", "198.51.100.1", 40000)
+
+
+def _address(server: ServerAddress) -> IPv4Address | IPv6Address:
+    if ":" in server.host:
+        return IPv6Address("TCP", server.host, server.port)
+    return IPv4Address("TCP", server.host, server.port)
+
+
+class FakeNetwork:
+    """
+    Servers reachable by address, in memory.
+
+    An address nothing listens on refuses connections; a
+    :meth:`blackhole` address accepts nothing and never answers, so only a
+    timeout ends an attempt to reach it.
+
+    :ivar attempts: every address a connection was attempted to, in order.
+    """
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock = clock if clock is not None else Clock()
+        self._listeners: dict[ServerAddress, IProtocolFactory | None] = {}
+        self._pumps: list[iosim.IOPump] = []
+        self.attempts: list[ServerAddress] = []
+
+    def listen(self, address: ServerAddress, factory: IProtocolFactory) -> None:
+        """Serve ``factory`` at ``address``."""
+        self._listeners[address] = factory
+
+    def halp_server(
+        self,
+        address: ServerAddress,
+        store: IHostStore | None = None,
+        limits: Limits = Limits(),
+    ) -> HALPServerFactory:
+        """Start a real HALP server at ``address`` and return its factory."""
+        core = HALPCore(store if store is not None else MemoryStore(), self.clock, limits)
+        factory = HALPServerFactory(core, self.clock, log_requests=False)
+        self.listen(address, factory)
+        return factory
+
+    def refuse(self, address: ServerAddress) -> None:
+        """Make ``address`` refuse connections (a server that is down)."""
+        self._listeners.pop(address, None)
+
+    def blackhole(self, address: ServerAddress) -> None:
+        """Make connections to ``address`` hang until cancelled."""
+        self._listeners[address] = None
+
+    def endpoint(self, address: ServerAddress) -> IStreamClientEndpoint:
+        """The client endpoint for ``address``; pass as ``HALPClient(endpoint=...)``."""
+        return _Endpoint(self, address)
+
+    def connect(self, address: ServerAddress, factory: IProtocolFactory) -> Deferred[IProtocol]:
+        self.attempts.append(address)
+        if address not in self._listeners:
+            return fail(ConnectionRefusedError(str(address)))
+        server_factory = self._listeners[address]
+        if server_factory is None:
+            return Deferred()
+        host = _address(address)
+        server = server_factory.buildProtocol(CLIENT_ADDRESS)
+        client = factory.buildProtocol(host)
+        if server is None or client is None:
+            return fail(ConnectionRefusedError(str(address)))
+        server_transport = iosim.FakeTransport(server, True, host, CLIENT_ADDRESS)
+        client_transport = iosim.FakeTransport(client, False, CLIENT_ADDRESS, host)
+        self._pumps.append(
+            iosim.connect(server, server_transport, client, client_transport, greet=False, clock=self.clock)
+        )
+        return succeed(client)
+
+    def flush(self) -> None:
+        """Deliver everything written, on every connection, until all is quiet."""
+        moved = True
+        while moved:
+            moved = False
+            for pump in list(self._pumps):
+                if pump.flush():
+                    moved = True
+            self._pumps = [
+                p for p in self._pumps if not (p.clientIO.disconnected and p.serverIO.disconnected)
+            ]
+
+    def advance(self, seconds: float) -> None:
+        """Let ``seconds`` pass, delivering data before and after."""
+        self.flush()
+        self.clock.advance(seconds)
+        self.flush()
+
+
+@implementer(IStreamClientEndpoint)
+class _Endpoint:
+    def __init__(self, network: FakeNetwork, address: ServerAddress) -> None:
+        self._network = network
+        self._address = address
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        return self._network.connect(self._address, protocolFactory)
+
+
+# -- a libhalp server --------------------------------------------------------
+
+_GET = re.compile(r"get (\w+)$")
+_INSERT = re.compile(r"insert(( [a-z0-9_\.]+)*)\n")
+_ENTRY = re.compile(r"(\d+) (\S+) ?(\d+)?$")
+
+
+class _LibhalpServer(Protocol):
+    factory: LibhalpServerFactory
+
+    def __init__(self) -> None:
+        self._answered = False
+
+    def dataReceived(self, data: bytes) -> None:
+        # libhalp's server made one recv() call, answered and closed.
+        if self._answered:
+            return
+        self._answered = True
+        self.factory.queries.append(data)
+        answer = self.factory.answer(data.decode("ascii", "replace"))
+        if answer is None:
+            # libhalp's server crashed on anything else (a slice, a
+            # pipelined request, an unknown command): the connection closes
+            # with no answer.
+            self.factory.crashes += 1
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        self.transport.write(answer.encode("ascii"))  # type: ignore[union-attr]
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+
+class LibhalpServerFactory(Factory):
+    """
+    A server that speaks only the 2011 libhalp form: ``get LABEL`` (its
+    newest 10 entries, joined by newlines, no final newline, no status),
+    ``insert LABELS`` with entry lines (a ``success:``/``failure:`` text
+    per entry, not even newline-separated), one request per connection.
+
+    :ivar labels: label -> {(host, port): timestamp}
+    :ivar queries: every request received, as bytes.
+    :ivar crashes: requests the 2011 server would have crashed on.
+    """
+
+    protocol = _LibhalpServer
+
+    def __init__(self) -> None:
+        self.labels: dict[str, dict[tuple[str, int], int]] = {}
+        self.queries: list[bytes] = []
+        self.crashes = 0
+
+    def answer(self, query: str) -> str | None:
+        match = _GET.match(query)
+        if match:
+            entries = self.labels.get(match.group(1), {})
+            newest = sorted(entries.items(), key=lambda item: -item[1])[:10]
+            return "\n".join(f"{ts} {host} {port}" for (host, port), ts in newest)
+        match = _INSERT.match(query)
+        if match:
+            message = ""
+            for label in match.group(1).split():
+                table = self.labels.setdefault(label, {})
+                for line in query.split("\n")[1:]:
+                    entry = _ENTRY.match(line)
+                    if entry and entry.group(3):
+                        key = (entry.group(2), int(entry.group(3)))
+                        table[key] = max(table.get(key, 0), int(entry.group(1)))
+                        message += f"success: {label} {line}"
+                    else:
+                        message += f"failure: {label} {line}"
+            return message
+        return None
+
+    def buildProtocol(self, addr: Any) -> Protocol:
+        proto = _LibhalpServer()
+        proto.factory = self
+        return proto
