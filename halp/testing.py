@@ -187,7 +187,7 @@ class LibhalpServerFactory(Factory):
     :ivar crashes: requests the 2011 server would have crashed on.
     """
 
-    protocol = _LibhalpServer
+    protocol = _LibhalpServer  # type: ignore[assignment]
 
     def __init__(self) -> None:
         self.labels: dict[str, dict[tuple[str, int], int]] = {}
