@@ -284,6 +284,8 @@ class HALPClient:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         self._reactor = reactor
+        #: The reactor (or clock) the client runs on.
+        self.reactor = reactor
         self.cache = cache
         self.core = HALPCore(cache, reactor, cache_limits)
         self.queries = queries

@@ -1,0 +1,5 @@
+"""``python -m halp``: the ``halp`` command."""
+
+from halp.cli import main
+
+main()
