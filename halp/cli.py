@@ -24,6 +24,7 @@ from twisted.logger import Logger
 
 from halp import __version__
 from halp.client.client import HALPClient, PeerList, ServerResult
+from halp.client.client import open_cache as client_cache
 from halp.client.servers import ServerAddress, ServerRecord, parse_server
 from halp.error import HALPError, ProtocolError, StoreError
 from halp.interfaces import IHostStore
@@ -35,9 +36,6 @@ __all__ = ["main", "make_parser", "run", "default_cache_dir"]
 OK, UNREACHABLE, USAGE = 0, 1, 2
 
 _log = Logger()
-
-#: The cache database inside the cache directory.
-CACHE_FILE = "cache.sqlite3"
 
 
 def default_cache_dir() -> str:
@@ -418,20 +416,10 @@ def open_cache(reactor: Any, directory: str) -> IHostStore:
 
     :raises UsageError: if it cannot be used.
     """
-    from halp.store.sqlite import SQLiteStore, open_database
-
-    if os.path.exists(directory) and not os.path.isdir(directory):
-        raise UsageError(f"cache {directory!r} is not a directory")
     try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"cannot create cache directory {directory!r}: {e.strerror}") from None
-    path = os.path.join(directory, CACHE_FILE)
-    try:
-        open_database(path).close()
+        return client_cache(reactor, directory)
     except StoreError as e:
-        raise UsageError(f"cannot use cache {path!r}: {e}") from None
-    return SQLiteStore(reactor, path)
+        raise UsageError(str(e)) from None
 
 
 async def run(

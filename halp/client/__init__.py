@@ -15,13 +15,16 @@ from halp.client.client import (
     PeerList,
     ServerResult,
     fair_merge,
+    open_cache,
 )
 from halp.client.servers import ServerAddress, ServerRecord, parse_server
+from halp.client.service import HALPClientService
 
 __all__ = [
     "AnnounceResult",
     "CACHE_LIMITS",
     "HALPClient",
+    "HALPClientService",
     "LabelList",
     "PeerList",
     "SERVERS_LABEL",
@@ -29,5 +32,6 @@ __all__ = [
     "ServerRecord",
     "ServerResult",
     "fair_merge",
+    "open_cache",
     "parse_server",
 ]

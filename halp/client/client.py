@@ -44,6 +44,7 @@ from halp.error import (
     HALPError,
     ProtocolError,
     ServerRefused,
+    StoreError,
     Timeout,
 )
 from halp.interfaces import IHostStore
@@ -70,6 +71,7 @@ from halp.wire import (
 
 __all__ = [
     "AnnounceResult",
+    "open_cache",
     "CACHE_LIMITS",
     "HALPClient",
     "LabelList",
@@ -84,6 +86,9 @@ SERVERS_LABEL = "halp"
 #: The limits of a client's cache: it keeps entries for 30 days, since an
 #: old address is still worth a try when no server can be reached.
 CACHE_LIMITS = Limits(ttl=30 * 86_400)
+
+#: The cache database that :func:`open_cache` makes in its directory.
+CACHE_FILE = "cache.sqlite3"
 
 #: Where the table of known servers is saved in the cache store.
 STATE_KEY = "client/servers"
@@ -192,6 +197,34 @@ class AnnounceResult(list[ServerResult]):
     def stored(self) -> int:
         """How many servers stored the entry."""
         return sum(1 for r in self if r.stored)
+
+
+def open_cache(reactor: Any, directory: str) -> IHostStore:
+    """
+    The usual cache of a client: an SQLite file, ``cache.sqlite3``, in
+    ``directory`` (created, private to the user, if missing).  Pass
+    ``close_cache=True`` to :class:`HALPClient` to have it closed with the
+    client.
+
+    :raises ~halp.error.StoreError: with a one-line explanation, if the
+        directory or the database cannot be used.
+    """
+    import os
+
+    from halp.store.sqlite import SQLiteStore, open_database
+
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise StoreError(f"cache {directory!r} is not a directory")
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+    except OSError as e:
+        raise StoreError(f"cannot create cache directory {directory!r}: {e.strerror}") from None
+    path = os.path.join(directory, CACHE_FILE)
+    try:
+        open_database(path).close()
+    except StoreError as e:
+        raise StoreError(f"cannot use cache {path!r}: {e}") from None
+    return SQLiteStore(reactor, path)
 
 
 def fair_merge(answers: Sequence[Sequence[Entry]], limit: int) -> list[Entry]:
