@@ -575,8 +575,11 @@ def parse_insert_line(line: bytes) -> InsertOutcome:
     :raises ProtocolError: ``bad-entry`` for anything else.
     """
     text = _ascii(line, "insert answer", ErrorCode.BAD_ENTRY)
+    if text.endswith("\r"):
+        text = text[:-1]
     kind, _, rest = text.partition(" ")
-    label, _, detail = rest.strip().partition(" ")
+    # Not rstrip: "failure: LABEL LINE ; " (an empty reason) must keep its " ; ".
+    label, _, detail = rest.lstrip().partition(" ")
     if kind == "success:":
         entry = parse_entry_line(detail.encode("ascii"))
         return InsertOutcome(check_label(label), entry)

@@ -7,6 +7,7 @@ a local cache that answers when no server can.
 from __future__ import annotations
 
 import math
+import re
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Coroutine, Iterable, Sequence, TypeVar
@@ -637,6 +638,11 @@ class HALPClient:
                 )
         finally:
             proto.close()
+        if dialect == "halp1" and responses[0].status is None:
+            # A server known to speak HALP/1 that closes without a status
+            # line did not answer (it may be shutting down); only while the
+            # dialect is unknown is such a close a libhalp answer.
+            raise ConnectionClosed("the server closed the connection before answering")
         spoken: Dialect = "libhalp" if responses[0].status is None else "halp1"
         return responses, spoken
 
@@ -676,12 +682,14 @@ class HALPClient:
         await self._ready()
         request = Get(label, Window(0, limit))
         learned: list[Entry] = []
+        plain: set[ServerAddress] = set()
 
         def requests_for(record: ServerRecord, dialect: Dialect | None) -> list[Request]:
             if dialect != "halp1":
                 # The plainest form, which libhalp's server understands: it
                 # has no windows (a slice crashed it), and both kinds of
                 # server answer it with their newest 10 entries.
+                plain.add(record.address)
                 return [Get(label)]
             if label == SERVERS_LABEL:
                 return [request]
@@ -690,7 +698,10 @@ class HALPClient:
         def interpret(
             server: ServerAddress, responses: list[Response], dialect: Dialect
         ) -> ServerResult:
-            entries = _entries(responses[0], limit, strict=dialect == "halp1")
+            # A plain "get LABEL" is answered with the server's default
+            # number of entries, which may be more than the limit.
+            most = self.core.limits.max_slice if server in plain else limit
+            entries = _entries(responses[0], most, strict=dialect == "halp1")[:limit]
             if len(responses) > 1:
                 try:
                     learned.extend(_entries(responses[1], LEARN_WIDTH, strict=True))
@@ -751,11 +762,13 @@ class HALPClient:
             _raise_for_status(response)
             outcomes = []
             for line in response.lines:
+                if dialect != "halp1":
+                    outcomes.extend(_libhalp_outcomes(line))
+                    continue
                 try:
                     outcomes.append(parse_insert_line(line))
                 except ProtocolError:
-                    if dialect == "halp1":
-                        raise BadResponse(f"not an insert answer line: {line[:80]!r}") from None
+                    raise BadResponse(f"not an insert answer line: {line[:80]!r}") from None
             return ServerResult(server, outcomes=tuple(outcomes), dialect=dialect)
 
         results = await self._ask(lambda r, d: [request], interpret, self.fanout)
@@ -832,6 +845,30 @@ def _raise_for_status(response: Response) -> None:
     status = response.status
     if status is not None and not status.ok:
         raise ServerRefused(status.code or "", status.text)
+
+
+#: Where an outcome starts in a libhalp server's insert answer.
+_OUTCOME_START = re.compile(rb"(?=(?:success|failure): )")
+
+
+def _libhalp_outcomes(line: bytes) -> list[InsertOutcome]:
+    """
+    The outcomes in a line of a libhalp server's ``insert`` answer.  That
+    server wrote its ``success:``/``failure:`` texts one after the other,
+    without line endings, and answered every line of the request after the
+    first, so the empty line that ends a HALP/1 insert block (sent before
+    the server was known to be a libhalp one) earns a ``failure:`` with no
+    entry, which is skipped.  Text that does not parse is skipped too.
+    """
+    outcomes = []
+    for piece in _OUTCOME_START.split(line):
+        try:
+            outcome = parse_insert_line(piece)
+        except ProtocolError:
+            continue
+        if outcome.stored or outcome.offered:
+            outcomes.append(outcome)
+    return outcomes
 
 
 def _entries(response: Response, limit: int, strict: bool) -> list[Entry]:

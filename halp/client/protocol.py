@@ -53,6 +53,9 @@ class HALPClientProtocol(Protocol):
         self._saw_status = False
         self._libhalp = False
         self._lost: Failure | None = None
+        #: Set when the server broke the protocol: the connection is being
+        #: aborted and takes no more requests.
+        self._broken_by: BadResponse | None = None
 
     # -- requests ------------------------------------------------------------
 
@@ -63,6 +66,8 @@ class HALPClientProtocol(Protocol):
         Cancelling it aborts the connection (the answers of a pipelined
         connection cannot be skipped).
         """
+        if self._broken_by is not None:
+            return fail(self._broken_by)
         if self._lost is not None or self._libhalp:
             return fail(ConnectionClosed("the connection is closed"))
         d: Deferred[Response] = Deferred(lambda _: self._abort())
@@ -79,6 +84,8 @@ class HALPClientProtocol(Protocol):
         HALP/1 server answers this form too (``docs/protocol.rst``, section
         11), so this works with either kind of server.
         """
+        if self._broken_by is not None:
+            return fail(self._broken_by)
         if self._lost is not None or self._sent:
             return fail(ConnectionClosed("libhalp requests need a fresh connection"))
         d: Deferred[Response] = Deferred(lambda _: self._abort())
@@ -104,7 +111,7 @@ class HALPClientProtocol(Protocol):
     # -- answers -------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        if self._lost is not None:
+        if self._lost is not None or self._broken_by is not None:
             return
         self._buffer.feed(data)
         while True:
@@ -125,7 +132,7 @@ class HALPClientProtocol(Protocol):
             self._pending.popleft().callback(response)
 
     def _broken(self, why: str) -> None:
-        error = BadResponse(why)
+        error = self._broken_by = BadResponse(why)
         pending, self._pending = self._pending, deque()
         for d in pending:
             if not d.called:

@@ -58,7 +58,7 @@ FORGET_AFTER = 7 * 86_400
 #: ``None`` when not known yet.
 Dialect = Literal["halp1", "libhalp"]
 
-_BRACKETED = re.compile(r"\[(?P<host>[^\]]+)\]:(?P<port>[0-9]+)\Z")
+_BRACKETED = re.compile(r"\[(?P<host>[^\]]*)\]:(?P<port>.*)\Z", re.DOTALL)
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -94,6 +94,11 @@ def parse_server(text: str) -> tuple[ServerAddress, Dialect | None]:
         if rest.startswith(prefix):
             rest = rest[len(prefix) :].rstrip("/")
             dialect = name  # type: ignore[assignment]
+            break
+    if "://" in rest:
+        raise ValueError(
+            f"bad server {text!r}: expected HOST:PORT, halp://HOST:PORT or libhalp://HOST:PORT"
+        )
     match = _BRACKETED.match(rest)
     if match:
         host, port = match.group("host"), match.group("port")
@@ -163,6 +168,55 @@ class ServerRecord:
 #: comes from the program's configuration on every start).
 _SAVED = [name for name in ServerRecord.__dataclass_fields__ if name != "pinned"]
 
+#: Saved fields that hold a count or a time, and those that may also be null.
+_COUNTS = frozenset(
+    {
+        "confirmed",
+        "quality",
+        "successes",
+        "failures",
+        "failures_in_row",
+        "entries",
+        "first_seen",
+        "retry_at",
+    }
+)
+_OPTIONAL_TIMES = frozenset({"last_success", "last_failure", "dialect_detected_at"})
+_DIALECTS = (None, "halp1", "libhalp")
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _restore(row: object) -> ServerRecord | None:
+    """
+    A saved row of :meth:`ServerTable.dump` as a record, or ``None`` if it
+    is not one: a row of the wrong shape must not bring a ``None`` or a
+    string into the arithmetic of a record.  Missing fields take their
+    defaults; unknown ones are ignored.
+    """
+    if not isinstance(row, dict):
+        return None
+    values = {k: row[k] for k in _SAVED if k in row}
+    host, port = values.get("host"), values.get("port")
+    if not isinstance(host, str) or not _is_count(port):
+        return None
+    try:
+        if check_host(host) != host or check_port(str(port)) != port:
+            return None
+    except ProtocolError:
+        return None
+    for name, value in values.items():
+        if name in _COUNTS and not _is_count(value):
+            return None
+        if name in _OPTIONAL_TIMES and value is not None and not _is_count(value):
+            return None
+    if values.get("dialect") not in _DIALECTS:
+        return None
+    return ServerRecord(**values)
+
+
 #: After this long, a dialect found out by detection is checked again.
 DIALECT_RECHECK = 86_400
 
@@ -203,21 +257,25 @@ class ServerTable:
         :return: servers dropped to keep the learned list within bounds;
             the caller removes them from the ``halp`` label.
         """
+        # A damaged document costs statistics only: rows that are not
+        # records are skipped, and a document that is not one is ignored.
         saved: dict[ServerAddress, ServerRecord] = {}
         if document:
             try:
-                for row in json.loads(document).get("servers", []):
-                    values = {k: row[k] for k in _SAVED if k in row}
-                    record = ServerRecord(**values)
+                rows = json.loads(document).get("servers", [])
+            except (ValueError, AttributeError, RecursionError):
+                rows = []
+            for row in rows if isinstance(rows, list) else []:
+                record = _restore(row)
+                if record is not None:
                     saved[record.address] = record
-            except (ValueError, TypeError, AttributeError, KeyError):
-                saved = {}  # a damaged document costs the statistics only
         for address, record in list(self._records.items()):
             restored = saved.get(address)
             if record.pinned and restored is not None:
                 restored.pinned = True
                 if address in self._told:
                     restored.dialect = self._told[address]
+                    restored.dialect_detected_at = None
                 self._records[address] = restored
         for entry in halp:
             address = ServerAddress.of(entry)
@@ -289,6 +347,8 @@ class ServerTable:
 
     def dialect(self, address: ServerAddress, now: int) -> Dialect | None:
         """How to talk to a server: ``None`` means "find out"."""
+        if address in self._told:
+            return self._told[address]
         record = self._records[address]
         if (
             record.dialect == "libhalp"
@@ -361,7 +421,8 @@ class ServerTable:
         Take in ``halp`` entries that a server reported (or, with
         ``insist``, that the user added by hand).
 
-        A known server's confirmed time moves forward.  A new one is added
+        A known server's confirmed time moves forward (a time in the
+        future counts as ``now``, as in the label store).  A new one is added
         while fewer than ``max_learned`` learned servers are known;
         otherwise it replaces the worst learned server (lowest quality,
         then oldest confirmed) only if it beats it, so untested newcomers
@@ -370,31 +431,38 @@ class ServerTable:
         ``insist`` the newcomer always gets in.
 
         :return: the entries to store in the ``halp`` label, and the
-            servers evicted, to remove from it.
+            servers evicted, to remove from it.  Newcomers of one call may
+            push each other out: only servers in the table at the end are
+            kept, and only servers no longer in it are evicted.
         """
         keep: list[Entry] = []
         evicted: list[ServerAddress] = []
         for entry in entries:
             address = ServerAddress.of(entry)
+            confirmed = min(entry.timestamp, now)
             record = self._records.get(address)
             if record is not None:
-                record.confirmed = max(record.confirmed, entry.timestamp)
+                record.confirmed = max(record.confirmed, confirmed)
                 keep.append(entry)
                 continue
             learned = [r for r in self._records.values() if not r.pinned]
             if len(learned) >= self.max_learned:
+                if not learned:
+                    continue  # max_learned is 0: only the seeds are kept
                 worst = min(learned, key=lambda r: (r.quality, r.confirmed, r.address))
                 if not insist and (worst.quality, worst.confirmed) >= (
                     INITIAL_QUALITY,
-                    entry.timestamp,
+                    confirmed,
                 ):
                     continue
                 del self._records[worst.address]
                 evicted.append(worst.address)
             self._records[address] = ServerRecord(
-                entry.host, entry.port, confirmed=entry.timestamp, first_seen=now
+                entry.host, entry.port, confirmed=confirmed, first_seen=now
             )
             keep.append(entry)
+        keep = [e for e in keep if ServerAddress.of(e) in self._records]
+        evicted = [a for a in dict.fromkeys(evicted) if a not in self._records]
         return keep, evicted
 
     def _trim(self, now: int) -> list[ServerAddress]:

@@ -372,3 +372,337 @@ class PropertyTests(SynchronousTestCase):
         self.assertEqual(line.count(b"\n"), 1)
         self.assertTrue(line.startswith(b"failure: a "))
         self.assertEqual(line.rsplit(b" ; ", 1)[1], b"why\n")
+
+
+# -- responses, for clients ------------------------------------------------------
+#
+# The client's side of the codec: splitting what a server sends into
+# responses, and parsing their data lines.
+
+from dataclasses import FrozenInstanceError  # noqa: E402
+
+from halp.model import label_parent  # noqa: E402
+from halp.wire import (  # noqa: E402
+    InsertOutcome,
+    Response,
+    ResponseReader,
+    parse_field_line,
+    parse_insert_line,
+    parse_label_line,
+)
+
+
+def read(data: bytes, close: bool = False) -> list[Response]:
+    """What a client makes of ``data`` from a server, read as a stream."""
+    buffer, reader = LineBuffer(10_000), ResponseReader()
+    if close:
+        buffer.feed(data)
+        buffer.end()
+    else:
+        buffer.feed(data)
+    out = []
+    while (line := buffer.next_line()) is not None:
+        response = reader.feed(line)
+        if response is not None:
+            out.append(response)
+    if close:
+        out.append(reader.end())
+    return out
+
+
+class ResponseReaderTests(SynchronousTestCase):
+    def test_data_lines_then_a_status(self) -> None:
+        reader = ResponseReader()
+        self.assertIsNone(reader.feed(b"1700000000 198.51.100.7 6881"))
+        self.assertIsNone(reader.feed(b"1700000001 h.example 80\r"))
+        self.assertEqual(
+            reader.feed(b"ok 2\r"),
+            Response(
+                (b"1700000000 198.51.100.7 6881", b"1700000001 h.example 80"),
+                Status(True, None, "2"),
+            ),
+        )
+
+    def test_status_only(self) -> None:
+        reader = ResponseReader()
+        self.assertEqual(reader.feed(b"ok"), Response((), Status(True, None, "")))
+        self.assertEqual(
+            reader.feed(b"error bad-label no good"),
+            Response((), Status(False, "bad-label", "no good")),
+        )
+        self.assertEqual(
+            reader.feed(b"error some-future-code"),
+            Response((), Status(False, "some-future-code", "")),
+        )
+
+    def test_pipelined_responses_are_kept_apart(self) -> None:
+        self.assertEqual(
+            read(b"5 h 1\nok 1\nerror bad-range no\nprotocol HALP/1\nttl 86400\nok\n"),
+            [
+                Response((b"5 h 1",), Status(True, None, "1")),
+                Response((), Status(False, "bad-range", "no")),
+                Response((b"protocol HALP/1", b"ttl 86400"), Status(True, None, "")),
+            ],
+        )
+
+    def test_data_lines_are_kept_as_sent(self) -> None:
+        """Only ``ok`` and ``error`` as a whole first word end a response."""
+        lines = [b"", b"  ", b"okay", b"OK", b"errors 1", b" ok", b"x\r\r", b"\xff\x00"]
+        reader = ResponseReader()
+        for line in lines:
+            self.assertIsNone(reader.feed(line))
+        response = reader.feed(b"ok")
+        assert response is not None
+        self.assertEqual(response.lines, tuple(lines[:6]) + (b"x\r", b"\xff\x00"))
+
+    def test_end_gives_a_libhalp_answer(self) -> None:
+        """libhalp answers with data lines and closes the connection."""
+        reader = ResponseReader()
+        reader.feed(b"1700000000 198.51.100.7 6881\r")
+        reader.feed(b"1700000001 h.example 80")
+        self.assertEqual(
+            reader.end(),
+            Response((b"1700000000 198.51.100.7 6881", b"1700000001 h.example 80"), None),
+        )
+        self.assertEqual(reader.end(), Response((), None))
+
+    def test_end_after_a_status(self) -> None:
+        self.assertEqual(
+            read(b"5 h 1\nok 1\n", close=True),
+            [Response((b"5 h 1",), Status(True, None, "1")), Response((), None)],
+        )
+
+    def test_an_unterminated_last_line(self) -> None:
+        self.assertEqual(read(b"5 h 1\n6 h 2", close=True), [Response((b"5 h 1", b"6 h 2"), None)])
+
+    def test_the_reader_starts_afresh(self) -> None:
+        reader = ResponseReader()
+        reader.feed(b"a")
+        reader.feed(b"ok")
+        reader.feed(b"b")
+        self.assertEqual(reader.feed(b"ok"), Response((b"b",), Status(True, None, "")))
+
+    def test_responses_are_frozen(self) -> None:
+        response = Response((), None)
+        self.assertRaises(FrozenInstanceError, setattr, response, "status", None)
+
+
+class LabelLineTests(SynchronousTestCase):
+    def test_top_level(self) -> None:
+        self.assertEqual(parse_label_line(b"1700000000 bittorrent", ""), LabelInfo(NOW, "bittorrent"))
+        self.assertEqual(parse_label_line(b"0 a", ""), LabelInfo(0, "a"))
+
+    def test_full_names_under_a_parent(self) -> None:
+        self.assertEqual(parse_label_line(b"5 v2", "myapp"), LabelInfo(5, "myapp/v2"))
+        self.assertEqual(parse_label_line(b"5 c", "a/b"), LabelInfo(5, "a/b/c"))
+        # "labels" is reserved as a first segment only.
+        self.assertEqual(parse_label_line(b"5 labels", "a"), LabelInfo(5, "a/labels"))
+
+    def test_spacing(self) -> None:
+        self.assertEqual(parse_label_line(b"  5 \t v2  ", "x"), LabelInfo(5, "x/v2"))
+
+    def assertRefused(self, line: bytes, parent: str, code: ErrorCode, text: str = "") -> None:
+        e = self.assertRaises(ProtocolError, parse_label_line, line, parent)
+        self.assertEqual(e.code, code, (line, e))
+        self.assertIn(text, e.message)
+
+    def test_one_segment_only(self) -> None:
+        for segment in [b"a/b", b"/", b"a/", b"/a", b"a//b"]:
+            self.assertRefused(b"5 " + segment, "", ErrorCode.BAD_LABEL, "one segment")
+            self.assertRefused(b"5 " + segment, "p", ErrorCode.BAD_LABEL, "one segment")
+
+    def test_bad_rows(self) -> None:
+        for line in [b"", b"5", b"5 a b", b"   "]:
+            self.assertRefused(line, "", ErrorCode.BAD_ENTRY, "expected 2 fields")
+        for line in [b"x a", b"-1 a", b"1.5 a", b"1234567890123 a", b"\xff a"]:
+            self.assertRefused(line, "", ErrorCode.BAD_ENTRY)
+        self.assertRefused(b"5 bad!segment", "", ErrorCode.BAD_LABEL, "bad label segment")
+        self.assertRefused(b"5 ..", "p", ErrorCode.BAD_LABEL, "dots only")
+        self.assertRefused(b"5 labels", "", ErrorCode.BAD_LABEL, "reserved")
+        self.assertRefused(b"5 caf\xc3\xa9", "", ErrorCode.BAD_LABEL, "not ASCII")
+        self.assertRefused(b"5 " + b"x" * 65, "", ErrorCode.BAD_LABEL, "longer than 64")
+
+    def test_the_full_name_must_be_a_label(self) -> None:
+        parent = "/".join(["p"] * 15)
+        self.assertEqual(parse_label_line(b"5 x", parent).name, parent + "/x")
+        self.assertRefused(b"5 x", parent + "/q", ErrorCode.BAD_LABEL, "deeper than 16")
+        self.assertRefused(b"5 " + b"x" * 60, "y" * 200, ErrorCode.BAD_LABEL, "longer than 255")
+
+
+class InsertLineTests(SynchronousTestCase):
+    def test_success(self) -> None:
+        outcome = parse_insert_line(b"success: a/b 1700000000 198.51.100.7 6881")
+        self.assertEqual(outcome, InsertOutcome("a/b", Entry(NOW, "198.51.100.7", 6881)))
+        self.assertTrue(outcome.stored)
+        self.assertEqual((outcome.offered, outcome.reason), ("", ""))
+        self.assertEqual(parse_insert_line(b"success: a 5 h 1\r"), InsertOutcome("a", Entry(5, "h", 1)))
+        self.assertEqual(parse_insert_line(b"success:  a  5 h 1 "), InsertOutcome("a", Entry(5, "h", 1)))
+
+    def test_success_as_the_server_writes_it(self) -> None:
+        for label, entry in [
+            ("a", Entry(5, "h", 1)),
+            ("myapp/v2", Entry(NOW, "2001:db8::1", 65535)),
+            ("x", Entry(0, "::ffff:192.0.2.1", 80)),
+        ]:
+            line = format_success(label, entry)
+            self.assertEqual(parse_insert_line(line[:-1]), InsertOutcome(label, entry))
+
+    def test_failure(self) -> None:
+        outcome = parse_insert_line(b"failure: a 1 h 0 ; bad port: expected 1-65535")
+        self.assertEqual(outcome, InsertOutcome("a", None, "1 h 0", "bad port: expected 1-65535"))
+        self.assertFalse(outcome.stored)
+
+    def test_failure_as_the_server_writes_it(self) -> None:
+        for label, raw, reason in [
+            ("a", "1 h 0", "bad port: expected 1-65535"),
+            ("a/b", "1700000000 h.example 80", "expired: confirmed more than 86400 s ago"),
+            ("a", "1 caf\\xc3\\xa9 1", "entry is not ASCII"),
+            ("a", "x ; y ; z", "expected 3 fields: TIMESTAMP HOST PORT"),
+            ("a", "x ;", "why"),
+            ("a", "1  h   1", "evicted: the label keeps its 1000 newest entries"),
+        ]:
+            line = format_failure(label, raw, reason)
+            self.assertEqual(
+                parse_insert_line(line[:-1]), InsertOutcome(label, None, raw, reason), line
+            )
+
+    def test_failure_without_a_reason(self) -> None:
+        self.assertEqual(parse_insert_line(b"failure: a 1 h 0"), InsertOutcome("a", None, "1 h 0"))
+        self.assertEqual(
+            parse_insert_line(format_failure("a", "1 h 0", "")[:-1]),
+            InsertOutcome("a", None, "1 h 0"),
+        )
+
+    def test_junk(self) -> None:
+        for line in [
+            b"",
+            b"ok 1 stored 0 failed",
+            b"1700000000 h 1",
+            b"Success: a 5 h 1",
+            b"success:a 5 h 1",
+            b"success",
+            b"succeeded: a 5 h 1",
+            b"\xff",
+        ]:
+            e = self.assertRaises(ProtocolError, parse_insert_line, line)
+            self.assertEqual(e.code, ErrorCode.BAD_ENTRY, line)
+        for line in [
+            b"success:",
+            b"success: a",
+            b"success: a 5 h",
+            b"success: a 5 h 0",
+            b"success: a x h 1",
+            b"success: a 5 h 1 extra",
+            b"success: bad!label 5 h 1",
+            b"success: caf\xc3\xa9 5 h 1",
+            b"failure:",
+            b"failure: bad!label 1 h 0 ; why",
+            b"failure: labels 1 h 0 ; why",
+        ]:
+            self.assertRaises(ProtocolError, parse_insert_line, line)
+
+    def test_an_insert_answer(self) -> None:
+        """A whole answer, from the server's bytes to the client's outcomes."""
+        stored = Entry(NOW, "198.51.100.7", 6881)
+        data = (
+            format_success("a", stored)
+            + format_failure("a", "1 h 0", "bad port: expected 1-65535")
+            + format_success("b", stored)
+            + format_ok("2 stored 1 failed")
+        )
+        (response,) = read(data.replace(b"\n", b"\r\n"))
+        self.assertEqual(response.status, Status(True, None, "2 stored 1 failed"))
+        self.assertEqual(
+            [parse_insert_line(line) for line in response.lines],
+            [
+                InsertOutcome("a", stored),
+                InsertOutcome("a", None, "1 h 0", "bad port: expected 1-65535"),
+                InsertOutcome("b", stored),
+            ],
+        )
+
+
+class FieldLineTests(SynchronousTestCase):
+    def test_fields(self) -> None:
+        self.assertEqual(parse_field_line(b"protocol HALP/1"), ("protocol", "HALP/1"))
+        self.assertEqual(parse_field_line(b"ttl 86400"), ("ttl", "86400"))
+        self.assertEqual(parse_field_line(b"server halp 1.0 (twisted)"), ("server", "halp 1.0 (twisted)"))
+        self.assertEqual(parse_field_line(b"ttl   86400  "), ("ttl", "86400"))
+        self.assertEqual(parse_field_line(b"flag"), ("flag", ""))
+
+    def test_as_the_server_writes_them(self) -> None:
+        for key, value in [("ttl", 86400), ("protocol", "HALP/1"), ("empty", ""), ("x", "a\nb")]:
+            self.assertEqual(
+                parse_field_line(format_field(key, value)[:-1]),
+                (key, str(value).replace("\n", "\\x0a")),
+            )
+
+    def test_bad_fields(self) -> None:
+        for line, text in [
+            (b"", "empty field name"),
+            (b" ttl 5", "empty field name"),
+            (b"ttl \xff", "not ASCII"),
+        ]:
+            e = self.assertRaises(ProtocolError, parse_field_line, line)
+            self.assertEqual(e.code, ErrorCode.BAD_ENTRY)
+            self.assertIn(text, e.message)
+
+
+ascii_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40)
+
+
+class ClientSidePropertyTests(SynchronousTestCase):
+    @given(st.lists(entries, max_size=10), st.booleans(), st.booleans())
+    def test_entries_come_back(self, items: list[Entry], crlf: bool, libhalp: bool) -> None:
+        """A ``get`` answer, in either dialect, reads back as the entries sent."""
+        data = b"".join(format_entry(e) for e in items)
+        if not libhalp:
+            data += format_ok(str(len(items)))
+        if crlf:
+            data = data.replace(b"\n", b"\r\n")
+        responses = read(data, close=True)
+        if libhalp:
+            self.assertEqual(len(responses), 1)
+            self.assertIsNone(responses[0].status)
+        else:
+            self.assertEqual(responses[0].status, Status(True, None, str(len(items))))
+            self.assertEqual(responses[1], Response((), None))
+        self.assertEqual([parse_entry_line(line) for line in responses[0].lines], items)
+
+    @given(labels, st.integers(0, 10**12 - 1))
+    def test_label_lines_round_trip(self, name: str, timestamp: int) -> None:
+        info = LabelInfo(timestamp, name)
+        self.assertEqual(parse_label_line(format_label(info)[:-1], label_parent(name)), info)
+
+    @given(labels, entries)
+    def test_success_lines_round_trip(self, label: str, entry: Entry) -> None:
+        self.assertEqual(
+            parse_insert_line(format_success(label, entry)[:-1]), InsertOutcome(label, entry)
+        )
+
+    @given(
+        labels,
+        st.binary(min_size=1, max_size=60).map(lambda b: b.strip(b" \t")).filter(bool),
+        ascii_text.filter(lambda r: (" ; " + r).rfind(" ; ") == 0),
+    )
+    def test_failure_lines_round_trip(self, label: str, raw: bytes, reason: str) -> None:
+        """
+        Whatever line a peer offered, the client reads back the server's
+        echo of it and the reason (a reason does not contain `` ; ``).
+        """
+        echo = printable(raw)
+        line = format_failure(label, echo, reason)[:-1]
+        self.assertEqual(parse_insert_line(line), InsertOutcome(label, None, echo, reason.strip()))
+
+    @given(st.from_regex(r"[a-z_]{1,12}", fullmatch=True), ascii_text)
+    def test_field_lines_round_trip(self, key: str, value: str) -> None:
+        self.assertEqual(parse_field_line(format_field(key, value)[:-1]), (key, value.strip()))
+
+    @settings(max_examples=300)
+    @given(st.binary(max_size=80))
+    def test_junk_raises_only_protocol_errors(self, line: bytes) -> None:
+        for parse in (parse_insert_line, parse_field_line, lambda b: parse_label_line(b, "p")):
+            try:
+                parse(line)
+            except ProtocolError:
+                pass
