@@ -335,7 +335,6 @@ class HALPClient:
         self._endpoint = endpoint or self._tcp_endpoint
         self._loaded = False
         self._loading: list[Deferred[None]] | None = None
-        self._learned_from: dict[ServerAddress, float] = {}
         self._running: set[Deferred[Any]] = set()
         self._saving: Deferred[None] | None = None
         self._save_waiters: list[Deferred[None]] = []
@@ -572,7 +571,10 @@ class HALPClient:
                     break
                 record = waiting.popleft()
                 counts["running"] += 1
-                self._attempt(record, requests_for, interpret, remaining).addCallback(
+                # One server gets at most half the time, so that a server
+                # that never answers leaves time to ask another one.
+                allowed = min(remaining, self.timeout / 2)
+                self._attempt(record, requests_for, interpret, allowed).addCallback(
                     finished
                 )
             if counts["running"] == 0 and not done.called:
@@ -657,8 +659,7 @@ class HALPClient:
         """The ``get halp`` to pipeline after a request, when it is time to learn."""
         if dialect != "halp1":
             return []
-        last = self._learned_from.get(record.address)
-        if last is not None and self._reactor.seconds() - last < self.learn_interval:
+        if self.core.now() - record.learned_at < self.learn_interval:
             return []
         return [Get(SERVERS_LABEL, Window(0, LEARN_WIDTH))]
 
@@ -671,7 +672,7 @@ class HALPClient:
         keep, evicted = self._table.learn(learned, now)
         if evicted:
             await self.cache.remove(SERVERS_LABEL, [(a.host, a.port) for a in evicted])
-        known = [e for e in answered if e.address] + keep
+        known = answered + keep
         if known:
             await self.core.insert([SERVERS_LABEL], known)
         await self._persist()
@@ -705,7 +706,7 @@ class HALPClient:
             if len(responses) > 1:
                 try:
                     learned.extend(_entries(responses[1], LEARN_WIDTH, strict=True))
-                    self._learned_from[server] = self._reactor.seconds()
+                    self._table.learned_from(server, self.core.now())
                 except ClientError:
                     pass  # the lookup itself was answered; learn next time
             return ServerResult(server, entries=tuple(entries), dialect=dialect)

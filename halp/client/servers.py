@@ -142,6 +142,8 @@ class ServerRecord:
     #: Whether the dialect was found out (and may be checked again) rather
     #: than told.
     dialect_detected_at: int | None = None
+    #: When this client last asked the server for its ``halp`` list.
+    learned_at: int = 0
     pinned: bool = field(default=False, compare=False)
 
     @property
@@ -179,6 +181,7 @@ _COUNTS = frozenset(
         "entries",
         "first_seen",
         "retry_at",
+        "learned_at",
     }
 )
 _OPTIONAL_TIMES = frozenset({"last_success", "last_failure", "dialect_detected_at"})
@@ -389,6 +392,12 @@ class ServerTable:
             record.dialect_detected_at = None
         record.dialect = dialect
 
+    def learned_from(self, address: ServerAddress, now: int) -> None:
+        """The server's ``halp`` list was just read."""
+        record = self._records.get(address)
+        if record is not None:
+            record.learned_at = now
+
     def failed(self, address: ServerAddress, now: int) -> list[ServerAddress]:
         """
         A server could not be reached or gave a bad answer.
@@ -404,6 +413,11 @@ class ServerTable:
         record.quality = max(0, record.quality - QUALITY_FAILURE)
         delay = min(BACKOFF_BASE * 2 ** min(record.failures_in_row - 1, 30), BACKOFF_CAP)
         record.retry_at = now + delay
+        if address not in self._told:
+            # Whatever answers there next may be another program: find out
+            # again, with the plain request that any HALP server takes.
+            record.dialect = None
+            record.dialect_detected_at = None
         last_heard = record.last_success if record.last_success is not None else record.first_seen
         if (
             not record.pinned

@@ -306,9 +306,25 @@ class LookupTests(ClientTestCase):
         self.assertEqual(self.network.clock.seconds(), NOW + 5)
         self.assertEqual(list(peers), [entry(60, 1)])
         self.assertTrue(peers.from_cache)
-        self.assertEqual(len(peers.results), 2)
+        # Each server gets half the timeout: the first two fail at 2.5 s,
+        # and the third is asked for the 2.5 s that are left.
+        self.assertEqual(self.network.attempts, [server(1), server(2), server(3)])
+        self.assertEqual(len(peers.results), 3)
         for result in peers.results:
             self.assertIsInstance(result.error, Timeout)
+
+    def test_a_silent_server_leaves_time_for_another(self) -> None:
+        """A server that never answers holds its place for half the timeout only."""
+        self.network.blackhole(server(1))
+        self.start(server(2), entry(10, 1))
+        client = self.client(server(1), server(2), queries=1, timeout=5.0)
+        d = client.lookup("app")
+        self.network.advance(2.499)
+        self.assertNoResult(d)
+        self.network.advance(0.001)
+        peers = self.successResultOf(d)
+        self.assertFalse(peers.from_cache)
+        self.assertEqual(list(peers), [entry(10, 1)])
 
     def test_blackholed_and_refused(self) -> None:
         """Refusals fail over at once; the blackholed server ends at the timeout."""
@@ -529,7 +545,9 @@ class LibhalpTests(ClientTestCase):
     def test_halp1_server_closing_is_not_libhalp(self) -> None:
         """
         A server known to speak HALP/1 that closes without answering has
-        failed; it did not answer the libhalp way, and stays ``halp1``.
+        failed; it did not answer the libhalp way.  Its dialect is found
+        out again at the next contact, since something else may answer at
+        that address now.
         """
         self.start(server(1), entry(10, 1))
         client = self.client(server(1))
@@ -542,7 +560,7 @@ class LibhalpTests(ClientTestCase):
         self.assertTrue(peers.from_cache)
         self.assertEqual(list(peers), [entry(10, 1)])
         record = self.record(client, server(1))
-        self.assertEqual(record.dialect, "halp1")
+        self.assertIsNone(record.dialect)
         self.assertEqual((record.failures_in_row, record.successes), (1, 2))
 
 
@@ -579,6 +597,18 @@ class LearningTests(ClientTestCase):
         peers = self.done(client.lookup("app"))
         self.assertEqual(list(peers), [entry(10, 1), entry(20, 2)])
         self.assertEqual(new.gets, [("app", 0, 10)])
+
+    def test_learning_time_survives_a_restart(self) -> None:
+        """A new client on the same cache does not ask for ``halp`` again within the hour."""
+        self.start(server(1), entry(10, 1))
+        self.done(self.client(server(1)).lookup("app"))  # detects HALP/1
+        self.done(self.client(server(1)).lookup("app"))  # learns
+        self.done(self.client(server(1)).lookup("app"))  # a restart, within the hour
+        gets = self.stores[server(1)].gets
+        self.assertEqual([g for g in gets if g[0] == SERVERS_LABEL], [(SERVERS_LABEL, 0, 10)])
+        self.network.clock.advance(3600)
+        self.done(self.client(server(1)).lookup("app"))
+        self.assertEqual(len([g for g in gets if g[0] == SERVERS_LABEL]), 2)
 
     def test_learned_list_is_bounded(self) -> None:
         halp = [Entry(NOW - i, f"192.0.2.{100 + i}", 7100) for i in range(1, 7)]
@@ -793,7 +823,7 @@ class CloseTests(ClientTestCase):
         closed = client.close()
         self.assertNoResult(closed)
         self.failureResultOf(client.lookup("app"), ClientError)
-        self.network.advance(2.9)
+        self.network.advance(1.4)
         self.assertNoResult(closed)
         self.assertNoResult(lookup)
         self.network.advance(0.1)

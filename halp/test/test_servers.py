@@ -859,6 +859,23 @@ class DialectTests(SynchronousTestCase):
         self.assertEqual(table.dialect(addr(1), NOW + 365 * DAY), "halp1")
         self.assertIsNone(record(table, addr(1)).dialect_detected_at)
 
+    def test_a_failure_forgets_a_detected_dialect(self) -> None:
+        """After a failure, whatever answers next is found out afresh."""
+        table = table_of((addr(1), NOW), (addr(2), NOW))
+        table.succeeded(addr(1), NOW, 0, "halp1")
+        table.succeeded(addr(2), NOW, 0, "libhalp")
+        table.failed(addr(1), NOW + 1)
+        table.failed(addr(2), NOW + 1)
+        for a in (addr(1), addr(2)):
+            self.assertIsNone(table.dialect(a, NOW + 1))
+            self.assertIsNone(record(table, a).dialect_detected_at)
+
+    def test_a_failure_keeps_a_told_dialect(self) -> None:
+        table = ServerTable([(addr(1), "libhalp")])
+        table.load(None, [], NOW)
+        table.failed(addr(1), NOW)
+        self.assertEqual(table.dialect(addr(1), NOW), "libhalp")
+
     def test_detected_libhalp_is_checked_again(self) -> None:
         self.assertEqual(DIALECT_RECHECK, DAY)
         table = table_of((addr(1), NOW))
