@@ -3,18 +3,20 @@ Fixtures of the end-to-end tests: real ``twistd halp`` processes.
 
 ``start_server`` starts one (more options, or another store, as arguments);
 ``halp_server`` is one started with the defaults on an SQLite file in the
-test's temporary directory.  Every server is stopped at the end of its test,
-and the output of all of a failed test's servers is attached to its report.
+test's temporary directory; ``start_libhalp_server`` starts a server that
+speaks only the 2011 libhalp form (``tests/libhalp_server.py``).  Every
+server is stopped at the end of its test, and the output of all of a failed
+test's servers is attached to its report.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Generator, Iterator
+from typing import Generator, Iterator, Mapping, Sequence
 
 import pytest
 
-from tests.halpserver import HALPServer, StartServer
+from tests.halpserver import HALPServer, LibhalpServer, StartLibhalpServer, StartServer
 
 _SERVERS = pytest.StashKey[list[HALPServer]]()
 
@@ -27,29 +29,57 @@ def pytest_runtest_makereport(
     if report.failed and _SERVERS in item.stash:
         servers: list[HALPServer] = item.stash[_SERVERS]
         for i, server in enumerate(servers, 1):
-            report.sections.append((f"halp server {i} output", server.output()))
+            report.sections.append((f"{server.name} {i} output", server.output()))
     return report
 
 
 @pytest.fixture
-def start_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[StartServer]:
+def server_processes(request: pytest.FixtureRequest) -> Iterator[list[HALPServer]]:
+    """
+    The server processes a test started (by any of the fixtures below):
+    their output goes into the report of a failed test, and they are
+    stopped at its end.
+    """
+    servers: list[HALPServer] = []
+    request.node.stash[_SERVERS] = servers
+    yield servers
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture
+def start_server(tmp_path: Path, server_processes: list[HALPServer]) -> StartServer:
     """
     ``start_server(*args, store=None)`` starts ``twistd halp`` with extra
     options ``args`` on ``store`` (default: ``sqlite:TMP/halp.sqlite3``).
     """
-    servers: list[HALPServer] = []
-    request.node.stash[_SERVERS] = servers
 
     def start(*args: str, store: str | None = None) -> HALPServer:
         if store is None:
             store = f"sqlite:{tmp_path / 'halp.sqlite3'}"
         server = HALPServer(tmp_path, store, args)
-        servers.append(server)
+        server_processes.append(server)
         return server.start()
 
-    yield start
-    for server in servers:
-        server.close()
+    return start
+
+
+@pytest.fixture
+def start_libhalp_server(
+    tmp_path: Path, server_processes: list[HALPServer]
+) -> StartLibhalpServer:
+    """
+    ``start_libhalp_server(entries)`` starts ``tests/libhalp_server.py``, a
+    server that speaks only the 2011 libhalp form, holding ``entries``
+    (label -> ``(timestamp, host, port)`` triples).
+    """
+
+    def start(entries: Mapping[str, Sequence[tuple[int, str, int]]]) -> LibhalpServer:
+        server = LibhalpServer(tmp_path, entries)
+        server_processes.append(server)
+        return server.start()
+
+    return start
 
 
 @pytest.fixture

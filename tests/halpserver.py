@@ -2,15 +2,18 @@
 Run a real ``twistd --nodaemon halp`` process and talk HALP/1 to it over TCP.
 
 :class:`HALPServer` owns one server process (and restarts it on the same
-store); :class:`HALPClient` is one TCP connection to it, with helpers that
-read whole replies (data lines and their status line) or everything up to
-the server's close.  Nothing here sleeps: every wait is a blocking read with
-a socket timeout, a condition variable with a deadline, or
-``Popen.wait(timeout)``.
+store); :class:`LibhalpServer` owns a ``tests/libhalp_server.py`` process, a
+server that speaks only the 2011 libhalp form; :class:`HALPClient` is one
+TCP connection to a HALP/1 server, with helpers that read whole replies
+(data lines and their status line) or everything up to the server's close.
+Nothing here sleeps: every wait is a blocking read with a socket timeout, a
+condition variable with a deadline, or ``Popen.wait(timeout)``.
 """
 
 from __future__ import annotations
 
+import ast
+import json
 import os
 import re
 import signal
@@ -21,13 +24,16 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable, Sequence
+from typing import IO, Callable, Mapping, Sequence
 
 __all__ = [
     "HALPClient",
     "HALPServer",
+    "LIBHALP_SERVER",
+    "LibhalpServer",
     "Reply",
     "ServerClosed",
+    "StartLibhalpServer",
     "StartServer",
     "TWISTD",
     "is_status",
@@ -75,6 +81,9 @@ class Reply:
 #: The type of the ``start_server`` fixture: ``start_server(*args, store=None)``.
 StartServer = Callable[..., "HALPServer"]
 
+#: The type of the ``start_libhalp_server`` fixture: ``start_libhalp_server(entries)``.
+StartLibhalpServer = Callable[[Mapping[str, Sequence[tuple[int, str, int]]]], "LibhalpServer"]
+
 
 class ServerClosed(AssertionError):
     """The server closed the connection while an answer was expected."""
@@ -89,6 +98,11 @@ class HALPServer:
     :param store: the ``--store`` value.
     :param args: further ``twistd halp`` options.
     """
+
+    #: What the process prints once it listens; group 1 is the port.
+    listening: re.Pattern[str] = _LISTENING
+    #: What failure reports call it.
+    name = "halp server"
 
     def __init__(self, workdir: Path, store: str, args: Sequence[str] = ()) -> None:
         self.workdir = workdir
@@ -144,7 +158,7 @@ class HALPServer:
             daemon=True,
         )
         self._reader.start()
-        match = self._wait_for_output(_LISTENING, START_TIMEOUT)
+        match = self._wait_for_output(self.listening, START_TIMEOUT)
         if match is None:
             self._force_stop()
             raise AssertionError(
@@ -250,6 +264,31 @@ class HALPServer:
                     return None
                 self._cond.wait(remaining)
 
+    def wait_for_lines(
+        self, pattern: str | re.Pattern[str], count: int = 1, timeout: float = IO_TIMEOUT
+    ) -> list[re.Match[str]]:
+        """
+        The matches of ``pattern`` (searched in each line) in this run's
+        output, once there are at least ``count``; fails the test if there
+        are fewer when ``timeout`` runs out or the output ends.
+        """
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                matches = [
+                    m for line in self._output[self._run_start :] if (m := regex.search(line))
+                ]
+                remaining = deadline - time.monotonic()
+                if len(matches) >= count or self._eof or remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+        assert len(matches) >= count, (
+            f"{len(matches)} lines of {self.name} output match {regex.pattern!r}, "
+            f"expected at least {count}; output:\n{self.output_tail()}"
+        )
+        return matches
+
     def output(self) -> str:
         """Everything every run of this server printed, with run markers."""
         with self._cond:
@@ -281,6 +320,56 @@ class HALPServer:
         """Send one request on a new connection and return its reply."""
         with self.connect() as client:
             return client.reply(data)
+
+
+#: The standalone libhalp-only server script.
+LIBHALP_SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "libhalp_server.py")
+
+
+class LibhalpServer(HALPServer):
+    """
+    A ``tests/libhalp_server.py`` process: a server that speaks only the
+    2011 libhalp form (:class:`halp.testing.LibhalpServerFactory`), on a
+    free port of 127.0.0.1, pre-loaded with ``entries``.
+
+    :param entries: label -> ``(timestamp, host, port)`` triples.
+    """
+
+    listening = re.compile(r"libhalp listening on 127\.0\.0\.1:(\d+)")
+    name = "libhalp server"
+
+    def __init__(
+        self, workdir: Path, entries: Mapping[str, Sequence[tuple[int, str, int]]]
+    ) -> None:
+        super().__init__(workdir, store="")
+        self.port_file = workdir / f"libhalp-{id(self)}.port"
+        self.entries_file = workdir / f"libhalp-{id(self)}.json"
+        self.entries_file.write_text(
+            json.dumps({label: [list(e) for e in rows] for label, rows in entries.items()}),
+            encoding="utf-8",
+        )
+
+    @property
+    def command(self) -> list[str]:
+        return [sys.executable, LIBHALP_SERVER, str(self.port_file), str(self.entries_file)]
+
+    def start(self) -> LibhalpServer:
+        super().start()
+        written = self.port_file.read_text(encoding="ascii").strip()
+        assert written == str(self.port), f"port file says {written!r}, output {self.port}"
+        return self
+
+    def queries(self, count: int) -> list[str]:
+        """
+        The requests of this run, as text, once at least ``count`` were
+        answered (or would have crashed the 2011 server).
+        """
+        self.wait_for_lines(r"^(answer: |crash$)", count)
+        return [ast.literal_eval(m.group(1)) for m in self.wait_for_lines(r"^query: (.*)$", count)]
+
+    def crashes(self) -> int:
+        """Requests of this run that would have crashed the 2011 server."""
+        return self.run_output().splitlines().count("crash")
 
 
 class HALPClient:

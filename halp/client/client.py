@@ -797,7 +797,12 @@ class HALPClient:
                         raise BadResponse(f"not a label line: {line[:80]!r}") from None
             return ServerResult(server, labels=tuple(rows), dialect=dialect)
 
-        results = await self._ask(lambda r, d: [request], interpret, self.queries)
+        def requests_for(record: ServerRecord, dialect: Dialect | None) -> list[Request]:
+            # No window until the server is known to speak HALP/1: a slice
+            # crashed libhalp's server.
+            return [request if dialect == "halp1" else ListLabels(prefix)]
+
+        results = await self._ask(requests_for, interpret, self.queries)
         await self._remember(results, ())
         newest: dict[str, int] = {}
         for result in results:
@@ -895,11 +900,11 @@ def _client_error(failure: Failure, timeout: float) -> ClientError | None:
     if failure.check(FirstError):
         failure = failure.value.subFailure  # type: ignore[union-attr]
     if failure.check(DeferredTimeout, CancelledError):
-        return Timeout(f"no answer within {timeout:.3g} s")
+        return Timeout(f"no answer within {timeout:.1f} s")
     if failure.check(ClientError):
         return failure.value  # type: ignore[return-value]
     if failure.check(ConnectError):
-        return ConnectionClosed(f"cannot connect: {failure.getErrorMessage()}")
+        return ConnectionClosed(f"cannot connect: {failure.getErrorMessage().rstrip('.')}")
     if failure.check(HALPError):
         return ClientError(str(failure.value))
     return None

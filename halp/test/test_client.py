@@ -480,6 +480,18 @@ class LibhalpTests(ClientTestCase):
         self.assertEqual(self.libhalp.queries, [b"get app\n", b"get app"])
         self.assertEqual(self.libhalp.crashes, 0)
 
+    def test_labels_without_a_slice(self) -> None:
+        """A label listing sends libhalp's plain ``get labels``: a slice crashed it."""
+        self.libhalp.labels["labels"] = {("app", 0): NOW - 10}
+        client = self.client(self.address)
+        rows = self.done(client.labels())
+        self.assertFalse(rows.from_cache)
+        self.assertEqual(self.libhalp.queries, [b"get labels\n"])
+        self.assertEqual(self.libhalp.crashes, 0)
+        self.done(client.labels())
+        self.assertEqual(self.libhalp.queries[1], b"get labels")
+        self.assertEqual(self.libhalp.crashes, 0)
+
     def test_told_libhalp(self) -> None:
         """A ``libhalp://`` seed is never sent the HALP/1 form."""
         client = self.client(f"libhalp://{self.address}")
