@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
@@ -82,7 +82,7 @@ class _Followed:
     on_peers: Callable[[PeerList], object] | None
     schedule: RefreshSchedule
     call: IDelayedCall | None = None
-    running: Deferred[None] | None = None
+    running: Deferred[Any] | None = None
 
 
 @dataclass
@@ -91,7 +91,7 @@ class _Announced:
     host: str
     port: int
     call: IDelayedCall | None = None
-    running: Deferred[None] | None = None
+    running: Deferred[Any] | None = None
     failures: int = 0
     last: AnnounceResult | None = field(default=None, repr=False)
 
@@ -241,7 +241,7 @@ class HALPClientService(Service):
             answered = not isinstance(result, Failure) and not result.from_cache
             if isinstance(result, Failure):
                 self._log.failure("Refreshing {label} failed", result, label=followed.label)
-            elif followed.on_peers is not None:
+            elif followed.on_peers is not None and self._followed.get(followed.label) is followed:
                 try:
                     followed.on_peers(result)
                 except Exception:
@@ -250,7 +250,10 @@ class HALPClientService(Service):
                 delay = followed.schedule.next_delay(answered, self.connections)
                 self._schedule_refresh(followed, delay)
 
-        followed.running = d.addBoth(done)
+        # Set before adding done(), which clears it: a lookup that finishes
+        # at once (every server refused at once) must not stay "running".
+        followed.running = d
+        d.addBoth(done)
 
     # -- announcing ----------------------------------------------------------
 
@@ -290,4 +293,5 @@ class HALPClientService(Service):
             if self.running and self._announced.get(key) is announced:
                 self._schedule_announce(announced, delay)
 
-        announced.running = d.addBoth(done)
+        announced.running = d  # before done(), which clears it; see _refresh
+        d.addBoth(done)
