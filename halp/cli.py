@@ -28,7 +28,7 @@ from halp.client.client import open_cache as client_cache
 from halp.client.servers import ServerAddress, ServerRecord, parse_server
 from halp.error import HALPError, ProtocolError, StoreError
 from halp.interfaces import IHostStore
-from halp.model import Entry, LabelInfo, check_label
+from halp.model import Entry, LabelInfo, Limits, check_label
 
 __all__ = ["main", "make_parser", "run", "default_cache_dir"]
 
@@ -64,54 +64,31 @@ def _prefix(text: str) -> str:
     return _label(text.rstrip("/")) if text.strip("/") else ""
 
 
-def _limit(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 1 <= value <= 100:
-        raise argparse.ArgumentTypeError("must be between 1 and 100")
-    return value
+def _number(
+    convert: Callable[[str], Any], what: str, allowed: Callable[[Any], bool], rule: str
+) -> Callable[[str], Any]:
+    """An argparse ``type``: ``convert`` the text, then check it is ``allowed``."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+        if not allowed(value):
+            raise argparse.ArgumentTypeError(f"must {rule}")
+        return value
+
+    return parse
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 < value < 86_400:
-        raise argparse.ArgumentTypeError("must be more than 0 and less than a day")
-    return value
-
-
-def _age(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number of seconds: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must not be negative")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError("must be between 1 and 65535")
-    return value
+_WIDEST = Limits().max_slice
+_limit = _number(int, "a number", lambda v: 1 <= v <= _WIDEST, f"be between 1 and {_WIDEST}")
+_count = _number(int, "a number", lambda v: v >= 1, "be at least 1")
+_seconds = _number(
+    float, "a number of seconds", lambda v: 0 < v < 86_400, "be more than 0 and less than a day"
+)
+_age = _number(int, "a whole number of seconds", lambda v: v >= 0, "not be negative")
+_port = _number(int, "a port number", lambda v: 1 <= v <= 65535, "be between 1 and 65535")
 
 
 def _server(text: str) -> str:

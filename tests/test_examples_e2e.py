@@ -23,15 +23,19 @@ def test_bootstrap_example_is_short() -> None:
     assert len(lines) < 20
 
 
-def test_bootstrap_example_finds_its_peers(halp_server: HALPServer, tmp_path: Path) -> None:
-    seed = f"127.0.0.1:{halp_server.port}"
-    run = subprocess.run(
+def bootstrap(seed: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, str(EXAMPLES / "bootstrap.py"), seed],
-        cwd=tmp_path,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_bootstrap_example_finds_its_peers(halp_server: HALPServer, tmp_path: Path) -> None:
+    seed = f"127.0.0.1:{halp_server.port}"
+    run = bootstrap(seed, tmp_path)
     assert (run.returncode, run.stderr) == (0, "")
     assert run.stdout == "127.0.0.1 4000\n"
     # The server holds the announced entry, and the client cached it.
@@ -40,11 +44,5 @@ def test_bootstrap_example_finds_its_peers(halp_server: HALPServer, tmp_path: Pa
 
     # Without the server, the example still finds the peer: from its cache.
     halp_server.stop()
-    run = subprocess.run(
-        [sys.executable, str(EXAMPLES / "bootstrap.py"), seed],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    run = bootstrap(seed, tmp_path)
     assert (run.returncode, run.stdout) == (0, "127.0.0.1 4000\n")

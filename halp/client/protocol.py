@@ -50,7 +50,6 @@ class HALPClientProtocol(Protocol):
         self._reader = ResponseReader()
         self._pending: deque[Deferred[Response]] = deque()
         self._sent = 0
-        self._saw_status = False
         self._libhalp = False
         self._lost: Failure | None = None
         #: Set when the server broke the protocol: the connection is being
@@ -125,7 +124,6 @@ class HALPClientProtocol(Protocol):
             response = self._reader.feed(line)
             if response is None:
                 continue
-            self._saw_status = True
             if not self._pending:
                 self._broken("a response that answers no request")
                 return
@@ -144,10 +142,11 @@ class HALPClientProtocol(Protocol):
         pending, self._pending = self._pending, deque()
         if not pending:
             return
+        # One request sent and still waiting means no status line came: a
+        # status would have answered it (or broken the connection).
         if (
             reason.check(ConnectionDone) is not None
             and self._sent == 1
-            and not self._saw_status
             and not pending[0].called
         ):
             pending.popleft().callback(self._libhalp_answer())
