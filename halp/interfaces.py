@@ -14,7 +14,7 @@ from typing import Sequence
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
-from halp.model import Entry, LabelInfo
+from halp.model import Change, ChangePage, Entry, LabelInfo, Merged
 
 __all__ = ["IHostStore"]
 
@@ -34,26 +34,47 @@ class IHostStore(Interface):
 
     name = Attribute("A short name for logs and metrics, such as 'sqlite'.")
 
-    def insert(
-        labels: Sequence[str], entries: Sequence[Entry], max_entries: int
-    ) -> Deferred[list[list[int | None]]]:
+    def merge(changes: Sequence[Change], max_entries: int) -> Deferred[list[Merged]]:
         """
-        Merge every entry into every label, in one atomic step.
+        Merge each change into its label, in order, in one atomic step.
 
-        An entry already in a label keeps the later of its stored and its new
-        time.  Then, while a label holds more than ``max_entries`` entries,
-        its oldest-confirmed entry is evicted.  The label index is updated for
-        each label and each of its ancestors: its time becomes the latest
-        stored time of an entry kept by this insert, if that is later.
+        An entry already in its label keeps the later of its stored and its
+        new time; when the change moves the time forward (or adds the
+        entry), the entry takes the change's provenance (``source`` and
+        ``via``) and moves to the end of the change feed (:meth:`changes`).
+        Then, while a label named by a change holds more than
+        ``max_entries`` entries, its oldest-confirmed entry is evicted.
+        The label index is updated for each label and each of its
+        ancestors: its time becomes the latest stored time of an entry kept
+        by this merge, if that is later.
 
-        :param labels: valid labels, without duplicates.
-        :param entries: valid entries with times already clamped to "now".
+        :param changes: valid labels and entries, with times already
+            clamped to "now".
         :param max_entries: the per-label cap, at least 1.
-        :return: a Deferred firing, for each label in order, with a list
-            giving for each entry in order its stored time after the merge,
-            or ``None`` if the cap evicted it at once.  It fails with
-            :class:`halp.error.StoreError` if the insert could not be made
+        :return: a Deferred firing with one :class:`~halp.model.Merged`
+            per change, in order: the entry's stored time after the merge
+            (``None`` if the cap evicted it at once) and whether the change
+            changed the store.  It fails with
+            :class:`halp.error.StoreError` if the merge could not be made
             durable; then nothing of it was applied.
+        """
+
+    def changes(cursor: str, limit: int, since: int) -> Deferred[ChangePage]:
+        """
+        The change feed: up to ``limit`` entries whose latest change came
+        after ``cursor``, in the order of those changes, each with its
+        provenance, leaving out entries confirmed before ``since``.
+
+        Every entry appears in the feed once, at the place of its latest
+        change; evicted, removed and purged entries leave it.  A cursor
+        this store did not make (``""``, another store's, or one from
+        before the store's data was wiped) means "from the beginning".
+
+        :return: a Deferred firing with a :class:`~halp.model.ChangePage`
+            of up to ``limit`` changes, whose cursor continues after the
+            last change returned (the cursor asked for, in this store's
+            numbering, when none is), or failing with
+            :class:`halp.error.StoreError`.
         """
 
     def get(label: str, start: int, stop: int, since: int) -> Deferred[list[Entry]]:

@@ -13,11 +13,15 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from halp.error import ErrorCode, ProtocolError
 
 __all__ = [
+    "Change",
+    "ChangePage",
     "Entry",
+    "Merged",
     "LabelInfo",
     "Limits",
     "RejectedEntry",
@@ -27,6 +31,8 @@ __all__ = [
     "check_host",
     "check_port",
     "check_timestamp",
+    "format_host_port",
+    "parse_host_port",
     "label_ancestors",
     "label_parent",
 ]
@@ -87,6 +93,59 @@ class RejectedEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class Change:
+    """
+    An entry under a label, with where it came from: the unit of
+    replication between HALP servers.
+
+    :ivar label: the label the entry belongs to.
+    :ivar entry: the entry, with its confirmed time.
+    :ivar source: the network address (host only) of the client whose insert
+        first brought this confirmation into HALP, as the server that took
+        the insert saw it; ``""`` when unknown (the server's own entries, a
+        client cache).
+    :ivar via: the HALP server this server received the change from, as
+        ``HOST:PORT`` (or its address alone when it did not name itself);
+        ``""`` when the change was inserted here.  It is local knowledge:
+        replication sends ``source`` on, and the receiver puts its own
+        ``via``.
+    """
+
+    label: str
+    entry: Entry
+    source: str = ""
+    via: str = ""
+
+
+class Merged(NamedTuple):
+    """What merging one :class:`Change` into a store did."""
+
+    #: The entry's stored confirmed time after the merge, or ``None`` if the
+    #: label's cap evicted it at once.
+    stored: int | None
+    #: Whether the store's state changed: the entry is new to its label, or
+    #: its confirmed time moved forward.
+    changed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ChangePage:
+    """
+    One page of a store's change feed.
+
+    :ivar changes: entries changed after the cursor asked for, oldest change
+        first, each with its provenance.
+    :ivar cursor: where the next page starts; opaque, and only meaningful to
+        the store that made it.
+    :ivar more: whether changes beyond this page exist already.
+    """
+
+    changes: list[Change]
+    cursor: str
+    more: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Window:
     """
     A slice ``[start:stop]`` of a newest-first list.
@@ -123,6 +182,10 @@ class Limits:
     max_insert_labels: int = 16
     #: Bytes in one request line, not counting its line ending.
     max_line: int = 1024
+    #: Entry lines accepted in one ``push`` block, and returned by one
+    #: ``changes`` request (Bitcoin relays at most 1000 addresses per
+    #: ``addr`` message).
+    max_gossip_entries: int = 1000
 
 
 #: Label names that cannot be used, as a whole label or as its first
@@ -260,6 +323,35 @@ def check_host(host: str) -> str:
             ErrorCode.BAD_ENTRY, "bad host: numeric top-level domain"
         )
     return name
+
+
+_BRACKETED = re.compile(r"\[(?P<host>[^\]]*)\]:(?P<port>.*)\Z", re.DOTALL)
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    """
+    Split and check ``HOST:PORT`` (``[IPV6]:PORT`` for an IPv6 address):
+    the canonical host and the port.
+
+    :raises ProtocolError: with code ``bad-entry`` and the reason.
+    """
+    match = _BRACKETED.match(text)
+    if match:
+        host, port = match.group("host"), match.group("port")
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep or not host:
+            raise ProtocolError(ErrorCode.BAD_ENTRY, "expected HOST:PORT")
+        if ":" in host:
+            raise ProtocolError(
+                ErrorCode.BAD_ENTRY, "write an IPv6 address as [ADDRESS]:PORT"
+            )
+    return check_host(host), check_port(port)
+
+
+def format_host_port(host: str, port: int) -> str:
+    """``HOST:PORT``, with an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def check_port(text: str) -> int:

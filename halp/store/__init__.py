@@ -14,11 +14,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
+from typing import Sequence
+
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads
 
 from halp.interfaces import IHostStore
+from halp.model import Change, Entry, Merged
 
-__all__ = ["DEFAULT_STORE", "StoreSpec", "check_store", "make_store", "parse_store_spec"]
+__all__ = [
+    "DEFAULT_STORE",
+    "StoreSpec",
+    "check_store",
+    "insert_entries",
+    "make_store",
+    "parse_store_spec",
+]
 
 #: The store ``twistd halp`` uses without ``--store``.
 DEFAULT_STORE = "sqlite:halp.sqlite3"
@@ -87,3 +98,25 @@ def make_store(spec: StoreSpec, reactor: IReactorFromThreads) -> IHostStore:
     from halp.store.sqlite import SQLiteStore
 
     return SQLiteStore(reactor, spec.path, spec.options["synchronous"])
+
+
+def insert_entries(
+    store: IHostStore,
+    labels: Sequence[str],
+    entries: Sequence[Entry],
+    max_entries: int,
+    source: str = "",
+) -> Deferred[list[list[int | None]]]:
+    """
+    Merge every entry into every label, in one :meth:`~halp.interfaces.IHostStore.merge`.
+
+    :return: a Deferred firing, for each label in order, with the stored
+        time of each entry in order (``None``: evicted at once).
+    """
+    changes = [Change(label, entry, source) for label in labels for entry in entries]
+
+    def by_label(merged: list[Merged]) -> list[list[int | None]]:
+        n = len(entries)
+        return [[m.stored for m in merged[i * n : (i + 1) * n]] for i in range(len(labels))]
+
+    return store.merge(changes, max_entries).addCallback(by_label)

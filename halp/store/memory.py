@@ -7,14 +7,24 @@ as the model the other stores are tested against.
 
 from __future__ import annotations
 
+import secrets
 from typing import Sequence
 
-from sortedcontainers import SortedList
+from sortedcontainers import SortedDict, SortedList
 from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
 from halp.interfaces import IHostStore
-from halp.model import Entry, LabelInfo, label_ancestors, label_parent
+from halp.model import (
+    Change,
+    ChangePage,
+    Entry,
+    LabelInfo,
+    Merged,
+    label_ancestors,
+    label_parent,
+)
+from halp.store.cursor import make_cursor, parse_cursor
 
 __all__ = ["MemoryStore"]
 
@@ -24,49 +34,42 @@ _EntryKey = tuple[int, str, int]
 _IndexKey = tuple[int, str]
 
 
+class _Row:
+    """An entry's confirmed time, change-feed position and provenance."""
+
+    __slots__ = ("ts", "seq", "source", "via")
+
+    def __init__(self, ts: int, seq: int, source: str, via: str) -> None:
+        self.ts = ts
+        self.seq = seq
+        self.source = source
+        self.via = via
+
+
 class _Label:
-    __slots__ = ("times", "order")
+    __slots__ = ("rows", "order")
 
     def __init__(self) -> None:
-        self.times: dict[tuple[str, int], int] = {}
+        self.rows: dict[tuple[str, int], _Row] = {}
         self.order: SortedList[_EntryKey] = SortedList()
 
-    def merge(self, entry: Entry) -> int:
-        address = entry.address
-        old = self.times.get(address)
-        if old is not None:
-            if old >= entry.timestamp:
-                return old
-            self.order.remove((-old, entry.host, entry.port))
-        self.times[address] = entry.timestamp
-        self.order.add((-entry.timestamp, entry.host, entry.port))
-        return entry.timestamp
+    def remove(self, host: str, port: int) -> _Row | None:
+        row = self.rows.pop((host, port), None)
+        if row is not None:
+            self.order.remove((-row.ts, host, port))
+        return row
 
-    def remove(self, host: str, port: int) -> bool:
-        when = self.times.pop((host, port), None)
-        if when is None:
-            return False
-        self.order.remove((-when, host, port))
-        return True
-
-    def evict_oldest(self) -> tuple[str, int]:
-        _, host, port = self.order.pop()
-        del self.times[(host, port)]
+    def oldest(self) -> tuple[str, int]:
+        _, host, port = self.order[-1]
         return (host, port)
-
-    def purge(self, before: int) -> int:
-        removed = 0
-        while self.order and -self.order[-1][0] < before:
-            self.evict_oldest()
-            removed += 1
-        return removed
 
 
 @implementer(IHostStore)
 class MemoryStore:
     """
     Labels as sorted lists in a dict: every operation is ``O(log n)`` in the
-    size of a label, and a ``get`` costs ``O(log n + width)``.
+    size of a label, and a ``get`` costs ``O(log n + width)``.  The change
+    feed is a sorted map from change number to entry.
     """
 
     name = "memory"
@@ -76,30 +79,55 @@ class MemoryStore:
         self._index: dict[str, int] = {}
         self._children: dict[str, SortedList[_IndexKey]] = {}
         self._state: dict[str, str] = {}
+        # The change feed: seq -> (label, host, port), one item per entry.
+        self._feed: SortedDict[int, tuple[str, str, int]] = SortedDict()
+        self._seq = 0
+        # A new store numbers its changes afresh: cursors of another
+        # instance mean nothing here.
+        self._epoch = secrets.token_hex(8)
 
-    def insert(
-        self, labels: Sequence[str], entries: Sequence[Entry], max_entries: int
-    ) -> Deferred[list[list[int | None]]]:
-        results: list[list[int | None]] = []
-        for label in labels:
+    def _drop(self, label: str, table: _Label, host: str, port: int) -> None:
+        row = table.remove(host, port)
+        if row is not None:
+            del self._feed[row.seq]
+
+    def merge(self, changes: Sequence[Change], max_entries: int) -> Deferred[list[Merged]]:
+        results: list[Merged] = []
+        touched: dict[str, list[int]] = {}
+        for change in changes:
+            label, entry = change.label, change.entry
             table = self._labels.get(label)
             if table is None:
                 table = self._labels[label] = _Label()
-            stored: list[int | None] = [table.merge(entry) for entry in entries]
+            touched.setdefault(label, []).append(len(results))
+            address = entry.address
+            row = table.rows.get(address)
+            if row is not None and row.ts >= entry.timestamp:
+                results.append(Merged(row.ts, False))
+                continue
+            if row is not None:
+                self._drop(label, table, *address)
+            self._seq += 1
+            table.rows[address] = _Row(entry.timestamp, self._seq, change.source, change.via)
+            table.order.add((-entry.timestamp, entry.host, entry.port))
+            self._feed[self._seq] = (label, entry.host, entry.port)
+            results.append(Merged(entry.timestamp, True))
+        for label, positions in touched.items():
+            table = self._labels[label]
             evicted = set()
-            while len(table.times) > max_entries:
-                evicted.add(table.evict_oldest())
+            while len(table.rows) > max_entries:
+                address = table.oldest()
+                self._drop(label, table, *address)
+                evicted.add(address)
             if evicted:
-                stored = [
-                    None if entry.address in evicted else when
-                    for entry, when in zip(entries, stored)
-                ]
-            if not table.times:
+                for i in positions:
+                    if changes[i].entry.address in evicted:
+                        results[i] = Merged(None, False)
+            if not table.rows:
                 del self._labels[label]
-            kept = [when for when in stored if when is not None]
+            kept = [t for i in positions if (t := results[i].stored) is not None]
             if kept:
                 self._touch(label, max(kept))
-            results.append(stored)
         return succeed(results)
 
     def _touch(self, label: str, when: int) -> None:
@@ -139,12 +167,32 @@ class MemoryStore:
                 result.append(LabelInfo(-negative, name))
         return succeed(result)
 
+    def changes(self, cursor: str, limit: int, since: int) -> Deferred[ChangePage]:
+        after = parse_cursor(cursor, self._epoch)
+        found: list[Change] = []
+        last = after
+        more = False
+        for seq in self._feed.irange(minimum=after + 1):
+            label, host, port = self._feed[seq]
+            row = self._labels[label].rows[(host, port)]
+            if row.ts < since:
+                continue
+            if len(found) >= limit:
+                more = True
+                break
+            found.append(Change(label, Entry(row.ts, host, port), row.source, row.via))
+            last = seq
+        return succeed(ChangePage(found, make_cursor(self._epoch, last), more))
+
     def remove(self, label: str, addresses: Sequence[tuple[str, int]]) -> Deferred[int]:
         table = self._labels.get(label)
         removed = 0
         if table is not None:
-            removed = sum(table.remove(host, port) for host, port in addresses)
-            if not table.times:
+            for host, port in addresses:
+                if (host, port) in table.rows:
+                    self._drop(label, table, host, port)
+                    removed += 1
+            if not table.rows:
                 del self._labels[label]
         return succeed(removed)
 
@@ -162,8 +210,10 @@ class MemoryStore:
         removed = 0
         for label in list(self._labels):
             table = self._labels[label]
-            removed += table.purge(before)
-            if not table.times:
+            while table.order and -table.order[-1][0] < before:
+                self._drop(label, table, *table.oldest())
+                removed += 1
+            if not table.rows:
                 del self._labels[label]
         for parent in list(self._children):
             siblings = self._children[parent]

@@ -30,12 +30,21 @@ from zope.interface import implementer
 
 from halp.error import StoreError, StoreSchemaError
 from halp.interfaces import IHostStore
-from halp.model import Entry, LabelInfo, label_ancestors, label_parent
+from halp.model import (
+    Change,
+    ChangePage,
+    Entry,
+    LabelInfo,
+    Merged,
+    label_ancestors,
+    label_parent,
+)
+from halp.store.cursor import make_cursor, parse_cursor
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "open_database"]
 
 #: The schema version this code reads and writes.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: ``PRAGMA synchronous`` values an operator may choose.
 SYNCHRONOUS_MODES = ("full", "normal")
@@ -176,38 +185,41 @@ def _store_failure(e: sqlite3.Error, doing: str) -> Failure:
 # -- the operations themselves (run on the database thread) ------------------
 
 
-def _insert(
-    conn: sqlite3.Connection,
-    labels: Sequence[str],
-    entries: Sequence[Entry],
-    max_entries: int,
-) -> list[list[int | None]]:
-    results: list[list[int | None]] = []
-    for label in labels:
+def _merge(
+    conn: sqlite3.Connection, changes: Sequence[Change], max_entries: int
+) -> list[Merged]:
+    (seq,) = conn.execute("SELECT seq FROM feed_state").fetchone()
+    results: list[Merged] = []
+    touched: dict[str, list[int]] = {}
+    for i, change in enumerate(changes):
+        label, entry = change.label, change.entry
+        touched.setdefault(label, []).append(i)
+        key = (label, entry.host, entry.port)
+        old = conn.execute(
+            "SELECT ts FROM entries WHERE label = ? AND host = ? AND port = ?", key
+        ).fetchone()
+        if old is not None and old[0] >= entry.timestamp:
+            results.append(Merged(old[0], False))
+            continue
+        seq += 1
+        conn.execute(
+            "INSERT INTO entries (label, host, port, ts, seq, source, via)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (label, host, port) DO UPDATE"
+            " SET ts = excluded.ts, seq = excluded.seq, source = excluded.source,"
+            " via = excluded.via",
+            (*key, entry.timestamp, seq, change.source, change.via),
+        )
+        if old is None:
+            conn.execute(
+                "INSERT INTO labels (name, parent, ts, entries) VALUES (?, ?, 0, 1)"
+                " ON CONFLICT (name) DO UPDATE SET entries = entries + 1",
+                (label, label_parent(label)),
+            )
+        results.append(Merged(entry.timestamp, True))
+    conn.execute("UPDATE feed_state SET seq = ?", (seq,))
+    for label, positions in touched.items():
         row = conn.execute("SELECT entries FROM labels WHERE name = ?", (label,)).fetchone()
-        exists = row is not None
-        count = row[0] if exists else 0
-        stored: list[int | None] = []
-        for entry in entries:
-            key = (label, entry.host, entry.port)
-            old = conn.execute(
-                "SELECT ts FROM entries WHERE label = ? AND host = ? AND port = ?", key
-            ).fetchone()
-            if old is None:
-                conn.execute(
-                    "INSERT INTO entries (label, host, port, ts) VALUES (?, ?, ?, ?)",
-                    (*key, entry.timestamp),
-                )
-                count += 1
-                stored.append(entry.timestamp)
-            elif old[0] < entry.timestamp:
-                conn.execute(
-                    "UPDATE entries SET ts = ? WHERE label = ? AND host = ? AND port = ?",
-                    (entry.timestamp, *key),
-                )
-                stored.append(entry.timestamp)
-            else:
-                stored.append(old[0])
+        count = row[0] if row is not None else 0
         if count > max_entries:
             victims = conn.execute(
                 "SELECT host, port FROM entries WHERE label = ?"
@@ -218,25 +230,42 @@ def _insert(
                 "DELETE FROM entries WHERE label = ? AND host = ? AND port = ?",
                 [(label, host, port) for host, port in victims],
             )
-            count -= len(victims)
+            conn.execute(
+                "UPDATE labels SET entries = entries - ? WHERE name = ?",
+                (len(victims), label),
+            )
             evicted = {(host, port) for host, port in victims}
-            stored = [
-                None if entry.address in evicted else when
-                for entry, when in zip(entries, stored)
-            ]
-        kept = [when for when in stored if when is not None]
+            for i in positions:
+                if changes[i].entry.address in evicted:
+                    results[i] = Merged(None, False)
+        kept = [t for i in positions if (t := results[i].stored) is not None]
         if kept:
             newest = max(kept)
             for name in label_ancestors(label):
                 conn.execute(
-                    "INSERT INTO labels (name, parent, ts, entries) VALUES (?, ?, ?, ?)"
+                    "INSERT INTO labels (name, parent, ts, entries) VALUES (?, ?, ?, 0)"
                     " ON CONFLICT (name) DO UPDATE SET ts = max(ts, excluded.ts)",
-                    (name, label_parent(name), newest, 0),
+                    (name, label_parent(name), newest),
                 )
-        if exists or kept:
-            conn.execute("UPDATE labels SET entries = ? WHERE name = ?", (count, label))
-        results.append(stored)
     return results
+
+
+def _changes(conn: sqlite3.Connection, cursor: str, limit: int, since: int) -> ChangePage:
+    (epoch,) = conn.execute("SELECT epoch FROM feed_state").fetchone()
+    after = parse_cursor(cursor, epoch)
+    rows = conn.execute(
+        "SELECT seq, label, host, port, ts, source, via FROM entries INDEXED BY entries_feed"
+        " WHERE seq > ? AND ts >= ? ORDER BY seq LIMIT ?",
+        (after, since, limit + 1),
+    ).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    last = rows[-1][0] if rows else after
+    found = [
+        Change(label, Entry(ts, host, port), source, via)
+        for _, label, host, port, ts, source, via in rows
+    ]
+    return ChangePage(found, make_cursor(epoch, last), more)
 
 
 def _get(
@@ -344,11 +373,12 @@ class SQLiteStore:
 
     # The IHostStore methods: each queues one operation.
 
-    def insert(
-        self, labels: Sequence[str], entries: Sequence[Entry], max_entries: int
-    ) -> Deferred[list[list[int | None]]]:
-        labels, entries = tuple(labels), tuple(entries)
-        return self._submit(lambda c: _insert(c, labels, entries, max_entries), True)
+    def merge(self, changes: Sequence[Change], max_entries: int) -> Deferred[list[Merged]]:
+        changes = tuple(changes)
+        return self._submit(lambda c: _merge(c, changes, max_entries), True)
+
+    def changes(self, cursor: str, limit: int, since: int) -> Deferred[ChangePage]:
+        return self._submit(lambda c: _changes(c, cursor, limit, since), False)
 
     def get(self, label: str, start: int, stop: int, since: int) -> Deferred[list[Entry]]:
         return self._submit(lambda c: _get(c, label, start, stop, since), False)

@@ -30,6 +30,7 @@ from halp.client.client import CACHE_FILE
 from halp.client.servers import ServerAddress
 from halp.core import HALPCore
 from halp.model import Entry
+from halp.store import insert_entries
 from halp.server import HALPServerFactory
 from halp.store.memory import MemoryStore
 from halp.store.sqlite import SQLiteStore
@@ -141,7 +142,7 @@ class CLITestCase(SynchronousTestCase):
 
 
 def put(store: MemoryStore, label: str, *entries: Entry) -> None:
-    store.insert([label], list(entries), 1000)
+    insert_entries(store, [label], list(entries), 1000)
 
 
 # -- get -----------------------------------------------------------------------

@@ -33,6 +33,7 @@ from halp.error import (
     Timeout,
 )
 from halp.model import Entry, LabelInfo
+from halp.store import insert_entries
 from halp.server import HALPServerFactory
 from halp.store.memory import MemoryStore
 from halp.testing import FakeNetwork, LibhalpServerFactory
@@ -93,7 +94,7 @@ class ClientTestCase(SynchronousTestCase):
         """Run a HALP/1 server at ``address`` holding ``entries`` under ``label``."""
         store = RecordingStore()
         if entries:
-            store.insert([label], entries, 1000)
+            insert_entries(store, [label], entries, 1000)
         self.stores[address] = store
         self.factories[address] = self.network.halp_server(address, store)
         return store
@@ -594,7 +595,7 @@ class LearningTests(ClientTestCase):
     def test_learns_alongside_lookup(self) -> None:
         """The pipelined ``get halp`` teaches the client new servers."""
         self.start(server(1), entry(10, 1))
-        self.stores[server(1)].insert([SERVERS_LABEL], [Entry(NOW - 5, "192.0.2.50", 7100)], 1000)
+        insert_entries(self.stores[server(1)], [SERVERS_LABEL], [Entry(NOW - 5, "192.0.2.50", 7100)], 1000)
         new = self.start(ServerAddress("192.0.2.50", 7100), entry(20, 2))
         client = self.client(server(1))
         self.done(client.lookup("app"))  # detects HALP/1
@@ -664,7 +665,7 @@ class LearningTests(ClientTestCase):
         self.done(client.lookup(SERVERS_LABEL))
         self.assertEqual(self.known(client), {server(1), first})
 
-        seed.insert([SERVERS_LABEL], [Entry(NOW - 5, "192.0.2.51", 7100)], 1000)
+        insert_entries(seed, [SERVERS_LABEL], [Entry(NOW - 5, "192.0.2.51", 7100)], 1000)
         self.done(client.lookup(SERVERS_LABEL))
         second = ServerAddress("192.0.2.51", 7100)
         self.assertEqual(self.known(client), {server(1), second})
@@ -679,7 +680,7 @@ class LearningTests(ClientTestCase):
         self.restart(server(1))
         newcomer = Entry(NOW, "192.0.2.52", 7100)
         for store in (seed, self.stores[second]):
-            store.insert([SERVERS_LABEL], [newcomer], 1000)
+            insert_entries(store, [SERVERS_LABEL], [newcomer], 1000)
         peers = self.done(client.lookup(SERVERS_LABEL))
         self.assertIn(newcomer, list(peers))
         self.assertEqual(self.known(client), {server(1), second})

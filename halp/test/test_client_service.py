@@ -19,6 +19,7 @@ from halp.client.service import HOUR, HALPClientService, RefreshSchedule
 from halp.core import HALPCore
 from halp.error import ProtocolError
 from halp.model import Entry
+from halp.store import insert_entries
 from halp.server import HALPServerFactory
 from halp.store.memory import MemoryStore
 from halp.testing import FakeNetwork
@@ -243,7 +244,8 @@ class FollowTests(TimingTestCase):
         """``on_peers`` receives the :class:`PeerList` of every refresh."""
         h = Harness()
         server_store = h.serve()
-        server_store.insert(
+        insert_entries(
+            server_store,
             ["myapp"],
             [Entry(NOW - 10, "198.51.100.7", 4000), Entry(NOW - 5, "198.51.100.8", 4001)],
             1000,

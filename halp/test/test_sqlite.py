@@ -24,7 +24,8 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from halp.error import StoreError, StoreSchemaError
-from halp.model import Entry, LabelInfo
+from halp.model import Change, Entry, LabelInfo
+from halp.store import insert_entries
 from halp.store.memory import MemoryStore
 from halp.store.sqlite import SCHEMA_VERSION, InlineRunner, SQLiteStore, open_database
 
@@ -69,8 +70,8 @@ def _version(path: str) -> int:
 
 
 class SchemaTests(SynchronousTestCase):
-    def test_current_version_is_2(self) -> None:
-        self.assertEqual(SCHEMA_VERSION, 2)
+    def test_current_version_is_3(self) -> None:
+        self.assertEqual(SCHEMA_VERSION, 3)
 
     def test_every_upgrade_script_is_shipped(self) -> None:
         schema = resources.files("halp.store").joinpath("schema")
@@ -78,11 +79,13 @@ class SchemaTests(SynchronousTestCase):
         for version in range(2, SCHEMA_VERSION + 1):
             self.assertTrue(schema.joinpath(f"upgrade-to-v{version}.sql").is_file())
 
-    def test_new_database_has_state_table(self) -> None:
+    def test_new_database_has_every_table(self) -> None:
         path = self.mktemp()
         open_database(path).close()
-        self.assertEqual(_version(path), 2)
-        self.assertEqual(_tables(path), {"halp_version", "entries", "labels", "state"})
+        self.assertEqual(_version(path), 3)
+        self.assertEqual(
+            _tables(path), {"halp_version", "entries", "labels", "state", "feed_state"}
+        )
 
     def test_upgrades_version_1_in_place(self) -> None:
         path = self.mktemp()
@@ -110,15 +113,84 @@ class SchemaTests(SynchronousTestCase):
         self.successResultOf(store.put_state("k", "v"))
         # The entry count came through the upgrade: the cap still holds.
         self.assertEqual(
-            self.successResultOf(store.insert(["a"], [Entry(6, "h.example", 2)], 1)),
+            self.successResultOf(insert_entries(store, ["a"], [Entry(6, "h.example", 2)], 1)),
             [[6]],
         )
         self.assertEqual(
             self.successResultOf(store.get("a", 0, 10, 0)), [Entry(6, "h.example", 2)]
         )
         self.successResultOf(store.close())
-        self.assertEqual(_version(path), 2)
+        self.assertEqual(_version(path), 3)
         self.assertIn("state", _tables(path))
+
+    def test_upgrades_version_2_entries_into_the_change_feed(self) -> None:
+        path = self.mktemp()
+        schema = resources.files("halp.store").joinpath("schema")
+        with sqlite3.connect(path) as conn:
+            conn.executescript(schema.joinpath("v1.sql").read_text("utf-8"))
+            conn.executescript(schema.joinpath("upgrade-to-v2.sql").read_text("utf-8"))
+            conn.execute("UPDATE halp_version SET version = 2")
+            conn.executemany(
+                "INSERT INTO entries (label, host, port, ts) VALUES (?, 'h.example', ?, ?)",
+                [("a", 1, 30), ("b", 2, 10), ("a", 3, 20)],
+            )
+            conn.execute("INSERT INTO labels (name, parent, ts, entries) VALUES ('a', '', 30, 2)")
+            conn.execute("INSERT INTO labels (name, parent, ts, entries) VALUES ('b', '', 10, 1)")
+        conn.close()
+
+        store = SQLiteStore(reactor, path, runner=InlineRunner())  # type: ignore[arg-type]
+        page = self.successResultOf(store.changes("", 10, 0))
+        # Old entries join the feed oldest-confirmed first, with no provenance.
+        self.assertEqual(
+            page.changes,
+            [
+                Change("b", Entry(10, "h.example", 2)),
+                Change("a", Entry(20, "h.example", 3)),
+                Change("a", Entry(30, "h.example", 1)),
+            ],
+        )
+        self.assertFalse(page.more)
+        # New changes are numbered after them.
+        self.successResultOf(store.merge([Change("b", Entry(40, "h.example", 2), "192.0.2.9")], 10))
+        later = self.successResultOf(store.changes(page.cursor, 10, 0))
+        self.assertEqual(later.changes, [Change("b", Entry(40, "h.example", 2), "192.0.2.9")])
+        self.assertEqual(
+            self.successResultOf(store.get("a", 0, 10, 0)),
+            [Entry(30, "h.example", 1), Entry(20, "h.example", 3)],
+        )
+        self.successResultOf(store.close())
+        self.assertEqual(_version(path), 3)
+
+    def test_reopen_keeps_the_change_feed_numbering(self) -> None:
+        path = self.mktemp()
+        store = SQLiteStore(reactor, path, runner=InlineRunner())  # type: ignore[arg-type]
+        self.successResultOf(insert_entries(store, ["a"], [Entry(5, "h.example", 1)], 10))
+        cursor = self.successResultOf(store.changes("", 10, 0)).cursor
+        self.successResultOf(store.close())
+        store = SQLiteStore(reactor, path, runner=InlineRunner())  # type: ignore[arg-type]
+        self.assertEqual(self.successResultOf(store.changes(cursor, 10, 0)).changes, [])
+        self.successResultOf(insert_entries(store, ["a"], [Entry(6, "h.example", 2)], 10))
+        self.assertEqual(
+            self.successResultOf(store.changes(cursor, 10, 0)).changes,
+            [Change("a", Entry(6, "h.example", 2))],
+        )
+        self.successResultOf(store.close())
+
+    def test_a_wiped_database_does_not_honour_old_cursors(self) -> None:
+        first, second = self.mktemp(), self.mktemp()
+        cursors = []
+        for path in (first, second):
+            store = SQLiteStore(reactor, path, runner=InlineRunner())  # type: ignore[arg-type]
+            self.successResultOf(insert_entries(store, ["a"], [Entry(5, "h.example", 1)], 10))
+            cursors.append(self.successResultOf(store.changes("", 10, 0)).cursor)
+            self.successResultOf(store.close())
+        # Same numbers, different epochs.
+        self.assertEqual(cursors[0].split(":")[1], cursors[1].split(":")[1])
+        self.assertNotEqual(cursors[0], cursors[1])
+        store = SQLiteStore(reactor, second, runner=InlineRunner())  # type: ignore[arg-type]
+        page = self.successResultOf(store.changes(cursors[0], 10, 0))
+        self.assertEqual(page.changes, [Change("a", Entry(5, "h.example", 1))])
+        self.successResultOf(store.close())
 
     def test_reopen_keeps_state(self) -> None:
         path = self.mktemp()
@@ -138,7 +210,7 @@ class SchemaTests(SynchronousTestCase):
         path = self.mktemp()
         store = SQLiteStore(reactor, path, runner=InlineRunner())  # type: ignore[arg-type]
         entries = [Entry(i, "h.example", i) for i in (1, 2, 3)]
-        self.successResultOf(store.insert(["a"], entries, 10))
+        self.successResultOf(insert_entries(store, ["a"], entries, 10))
         self.assertEqual(self.successResultOf(store.remove("a", [("h.example", 2)])), 1)
         self.successResultOf(store.close())
         with sqlite3.connect(path) as conn:
@@ -159,7 +231,7 @@ class SchemaTests(SynchronousTestCase):
     def test_reopen_keeps_data(self) -> None:
         path = self.mktemp()
         store = SQLiteStore(reactor, path, runner=InlineRunner())  # type: ignore[arg-type]
-        self.successResultOf(store.insert(["a"], [Entry(5, "h.example", 1)], 10))
+        self.successResultOf(insert_entries(store, ["a"], [Entry(5, "h.example", 1)], 10))
         self.successResultOf(store.close())
         store = SQLiteStore(reactor, path, runner=InlineRunner())  # type: ignore[arg-type]
         self.assertEqual(
@@ -230,8 +302,8 @@ class BatchingTests(SynchronousTestCase):
 
     def test_operations_queued_during_a_batch_share_the_next_one(self) -> None:
         self.runner.hold = True
-        first = self.store.insert(["a"], [Entry(1, "h.example", 1)], 100)
-        later = [self.store.insert(["a"], [Entry(i, "h.example", i)], 100) for i in range(2, 12)]
+        first = insert_entries(self.store, ["a"], [Entry(1, "h.example", 1)], 100)
+        later = [insert_entries(self.store, ["a"], [Entry(i, "h.example", i)], 100) for i in range(2, 12)]
         reads = self.store.get("a", 0, 100, 0)
         self.assertEqual(self.runner.batches, 1)
         self.assertNoResult(first)
@@ -248,10 +320,10 @@ class BatchingTests(SynchronousTestCase):
     def test_a_failing_operation_does_not_undo_the_others(self) -> None:
         self.runner.hold = True
         blocker = self.store.get("a", 0, 1, 0)
-        good = self.store.insert(["a"], [Entry(1, "h.example", 1)], 10)
+        good = insert_entries(self.store, ["a"], [Entry(1, "h.example", 1)], 10)
 
         def broken(conn: sqlite3.Connection) -> None:
-            conn.execute("INSERT INTO entries (label, host, port, ts) VALUES ('b', 'x', 1, 1)")
+            conn.execute("INSERT INTO entries (label, host, port, ts, seq) VALUES ('b', 'x', 1, 1, 999)")
             raise ZeroDivisionError("bug")
 
         bad: Deferred[None] = self.store._submit(broken, True)
@@ -270,7 +342,7 @@ class BatchingTests(SynchronousTestCase):
         failure = self.failureResultOf(self.store._submit(broken, False), StoreError)
         self.assertIn("no_such_table", str(failure.value))
         # The store keeps working.
-        self.successResultOf(self.store.insert(["a"], [Entry(1, "h.example", 1)], 10))
+        self.successResultOf(insert_entries(self.store, ["a"], [Entry(1, "h.example", 1)], 10))
 
     def test_failed_commit_fails_every_operation_of_the_batch(self) -> None:
         self.successResultOf(self.store.get("a", 0, 1, 0))  # opens the database
@@ -289,7 +361,7 @@ class BatchingTests(SynchronousTestCase):
 
         self.runner.hold = True
         blocker = self.store.get("a", 0, 1, 0)
-        insert = self.store.insert(["a"], [Entry(1, "h.example", 1)], 10)
+        insert = insert_entries(self.store, ["a"], [Entry(1, "h.example", 1)], 10)
         bad: Deferred[None] = self.store._submit(orphan, True)
         self.runner.release()
         self.runner.release()
@@ -316,9 +388,9 @@ class BatchingTests(SynchronousTestCase):
         store = SQLiteStore(reactor, self.mktemp(), runner=self.runner)  # type: ignore[arg-type]
         self.runner.hold = True
         blocker = store.get("a", 0, 1, 0)
-        before = store.insert(["a"], [Entry(1, "h.example", 1)], 10)
+        before = insert_entries(store, ["a"], [Entry(1, "h.example", 1)], 10)
         broken: Deferred[None] = store._submit(rolled_back, False)
-        after = store.insert(["b"], [Entry(2, "h.example", 2)], 10)
+        after = insert_entries(store, ["b"], [Entry(2, "h.example", 2)], 10)
         self.runner.release()
         self.runner.release()
         self.successResultOf(blocker)
@@ -342,7 +414,7 @@ class ThreadTests(TestCase):
     def test_many_concurrent_inserts_all_commit(self) -> Deferred[None]:
         path = self.mktemp()
         store = SQLiteStore(reactor, path)  # type: ignore[arg-type]
-        ds = [store.insert(["a"], [Entry(i, "h.example", i)], 1000) for i in range(1, 301)]
+        ds = [insert_entries(store, ["a"], [Entry(i, "h.example", i)], 1000) for i in range(1, 301)]
 
         def check(_: object) -> Deferred[None]:
             with sqlite3.connect(path) as conn:
@@ -387,7 +459,7 @@ class StoresAgree(RuleBasedStateMachine):
         cap=st.integers(min_value=1, max_value=6),
     )
     def insert(self, ls: list[str], es: list[Entry], cap: int) -> None:
-        self.both(lambda s: s.insert(ls, es, cap))
+        self.both(lambda s: insert_entries(s, ls, es, cap))
 
     @rule(label=labels, start=st.integers(0, 8), width=st.integers(0, 8), since=times)
     def get(self, label: str, start: int, width: int, since: int) -> None:

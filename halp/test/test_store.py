@@ -16,7 +16,8 @@ from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
 from halp.interfaces import IHostStore
-from halp.model import Entry, LabelInfo
+from halp.model import Change, Entry, LabelInfo, Merged
+from halp.store import insert_entries
 from halp.store.memory import MemoryStore
 from halp.store.sqlite import SQLiteStore
 
@@ -58,7 +59,7 @@ class StoreContractMixin(_Base):
 
     @inlineCallbacks
     def test_insert_and_get_newest_first(self) -> Gen:
-        stored = yield self.store.insert(["a"], [E2, E1, E3], 100)
+        stored = yield insert_entries(self.store, ["a"], [E2, E1, E3], 100)
         self.assertEqual(stored, [[2000, 1000, 3000]])
         self.assertEqual((yield self.store.get("a", 0, 10, 0)), [E3, E2, E1])
 
@@ -70,7 +71,7 @@ class StoreContractMixin(_Base):
             Entry(5, "b.example", 1),
             Entry(6, "z.example", 1),
         ]
-        yield self.store.insert(["a"], entries, 100)
+        yield insert_entries(self.store, ["a"], entries, 100)
         self.assertEqual(
             (yield self.store.get("a", 0, 10, 0)),
             [
@@ -84,7 +85,7 @@ class StoreContractMixin(_Base):
     @inlineCallbacks
     def test_slices(self) -> Gen:
         entries = [Entry(100 + i, "192.0.2.%d" % i, 1) for i in range(20)]
-        yield self.store.insert(["a"], entries, 100)
+        yield insert_entries(self.store, ["a"], entries, 100)
         newest_first = sorted(entries, key=lambda e: -e.timestamp)
         self.assertEqual((yield self.store.get("a", 0, 5, 0)), newest_first[0:5])
         self.assertEqual((yield self.store.get("a", 5, 12, 0)), newest_first[5:12])
@@ -94,17 +95,17 @@ class StoreContractMixin(_Base):
 
     @inlineCallbacks
     def test_confirmed_time_only_moves_forward(self) -> Gen:
-        yield self.store.insert(["a"], [Entry(2000, "h.example", 1)], 100)
-        stored = yield self.store.insert(["a"], [Entry(1500, "h.example", 1)], 100)
+        yield insert_entries(self.store, ["a"], [Entry(2000, "h.example", 1)], 100)
+        stored = yield insert_entries(self.store, ["a"], [Entry(1500, "h.example", 1)], 100)
         self.assertEqual(stored, [[2000]])
         self.assertEqual((yield self.store.get("a", 0, 10, 0)), [Entry(2000, "h.example", 1)])
-        stored = yield self.store.insert(["a"], [Entry(2500, "h.example", 1)], 100)
+        stored = yield insert_entries(self.store, ["a"], [Entry(2500, "h.example", 1)], 100)
         self.assertEqual(stored, [[2500]])
         self.assertEqual((yield self.store.get("a", 0, 10, 0)), [Entry(2500, "h.example", 1)])
 
     @inlineCallbacks
     def test_same_address_in_one_insert(self) -> Gen:
-        stored = yield self.store.insert(
+        stored = yield insert_entries(self.store, 
             ["a"], [Entry(10, "h.example", 1), Entry(30, "h.example", 1), Entry(20, "h.example", 1)], 100
         )
         self.assertEqual(stored, [[10, 30, 30]])
@@ -112,21 +113,21 @@ class StoreContractMixin(_Base):
 
     @inlineCallbacks
     def test_entry_is_host_and_port(self) -> Gen:
-        yield self.store.insert(["a"], [Entry(10, "h.example", 1), Entry(20, "h.example", 2)], 100)
+        yield insert_entries(self.store, ["a"], [Entry(10, "h.example", 1), Entry(20, "h.example", 2)], 100)
         self.assertEqual(len((yield self.store.get("a", 0, 10, 0))), 2)
 
     @inlineCallbacks
     def test_labels_are_separate(self) -> Gen:
-        yield self.store.insert(["a", "b"], [E1], 100)
-        yield self.store.insert(["b"], [E2], 100)
+        yield insert_entries(self.store, ["a", "b"], [E1], 100)
+        yield insert_entries(self.store, ["b"], [E2], 100)
         self.assertEqual((yield self.store.get("a", 0, 10, 0)), [E1])
         self.assertEqual((yield self.store.get("b", 0, 10, 0)), [E2, E1])
         self.assertEqual((yield self.store.get("A", 0, 10, 0)), [])
 
     @inlineCallbacks
     def test_cap_evicts_oldest(self) -> Gen:
-        yield self.store.insert(["a"], [E1, E2], 3)
-        stored = yield self.store.insert(["a"], [E3, Entry(2500, "192.0.2.4", 4)], 3)
+        yield insert_entries(self.store, ["a"], [E1, E2], 3)
+        stored = yield insert_entries(self.store, ["a"], [E3, Entry(2500, "192.0.2.4", 4)], 3)
         self.assertEqual(stored, [[3000, 2500]])
         self.assertEqual(
             (yield self.store.get("a", 0, 10, 0)), [E3, Entry(2500, "192.0.2.4", 4), E2]
@@ -134,15 +135,15 @@ class StoreContractMixin(_Base):
 
     @inlineCallbacks
     def test_cap_reports_entries_evicted_at_once(self) -> Gen:
-        yield self.store.insert(["a"], [E2, E3], 2)
-        stored = yield self.store.insert(["a"], [E1], 2)
+        yield insert_entries(self.store, ["a"], [E2, E3], 2)
+        stored = yield insert_entries(self.store, ["a"], [E1], 2)
         self.assertEqual(stored, [[None]])
         self.assertEqual((yield self.store.get("a", 0, 10, 0)), [E3, E2])
 
     @inlineCallbacks
     def test_cap_applies_per_label(self) -> Gen:
-        yield self.store.insert(["a"], [E1, E2], 10)
-        stored = yield self.store.insert(["a", "b"], [E3], 2)
+        yield insert_entries(self.store, ["a"], [E1, E2], 10)
+        stored = yield insert_entries(self.store, ["a", "b"], [E3], 2)
         self.assertEqual(stored, [[3000], [3000]])
         self.assertEqual((yield self.store.get("a", 0, 10, 0)), [E3, E2])
         self.assertEqual((yield self.store.get("b", 0, 10, 0)), [E3])
@@ -150,7 +151,7 @@ class StoreContractMixin(_Base):
     @inlineCallbacks
     def test_cap_never_exceeded_by_big_insert(self) -> Gen:
         entries = [Entry(i, "192.0.2.%d" % i, 1) for i in range(1, 51)]
-        stored = yield self.store.insert(["a"], entries, 7)
+        stored = yield insert_entries(self.store, ["a"], entries, 7)
         self.assertEqual(stored[0][:43], [None] * 43)
         self.assertEqual(stored[0][43:], list(range(44, 51)))
         got = yield self.store.get("a", 0, 100, 0)
@@ -158,16 +159,16 @@ class StoreContractMixin(_Base):
 
     @inlineCallbacks
     def test_get_leaves_out_expired(self) -> Gen:
-        yield self.store.insert(["a"], [E1, E2, E3], 100)
+        yield insert_entries(self.store, ["a"], [E1, E2, E3], 100)
         self.assertEqual((yield self.store.get("a", 0, 10, 2000)), [E3, E2])
         self.assertEqual((yield self.store.get("a", 0, 10, 2001)), [E3])
         self.assertEqual((yield self.store.get("a", 0, 10, 3001)), [])
 
     @inlineCallbacks
     def test_label_index(self) -> Gen:
-        yield self.store.insert(["app/v1", "app/v2/x"], [E1], 100)
-        yield self.store.insert(["bittorrent"], [E2], 100)
-        yield self.store.insert(["app/v2/y"], [E3], 100)
+        yield insert_entries(self.store, ["app/v1", "app/v2/x"], [E1], 100)
+        yield insert_entries(self.store, ["bittorrent"], [E2], 100)
+        yield insert_entries(self.store, ["app/v2/y"], [E3], 100)
         self.assertEqual(
             (yield self.store.list_labels("", 0, 10, 0)),
             [LabelInfo(3000, "app"), LabelInfo(2000, "bittorrent")],
@@ -186,23 +187,23 @@ class StoreContractMixin(_Base):
 
     @inlineCallbacks
     def test_label_index_ties_by_name(self) -> Gen:
-        yield self.store.insert(["b", "a", "c"], [E1], 100)
+        yield insert_entries(self.store, ["b", "a", "c"], [E1], 100)
         self.assertEqual(
             [i.name for i in (yield self.store.list_labels("", 0, 10, 0))], ["a", "b", "c"]
         )
 
     @inlineCallbacks
     def test_label_index_time_only_moves_forward(self) -> Gen:
-        yield self.store.insert(["a/b"], [E3], 100)
-        yield self.store.insert(["a/c"], [E1], 100)
+        yield insert_entries(self.store, ["a/b"], [E3], 100)
+        yield insert_entries(self.store, ["a/c"], [E1], 100)
         self.assertEqual((yield self.store.list_labels("", 0, 10, 0)), [LabelInfo(3000, "a")])
 
     @inlineCallbacks
     def test_label_index_uses_stored_time(self) -> Gen:
         """An old confirmation of a newer entry is activity at the newer time."""
-        yield self.store.insert(["a"], [E3], 100)
-        yield self.store.insert(["b"], [E1], 100)
-        yield self.store.insert(["b"], [Entry(500, E1.host, E1.port)], 100)
+        yield insert_entries(self.store, ["a"], [E3], 100)
+        yield insert_entries(self.store, ["b"], [E1], 100)
+        yield insert_entries(self.store, ["b"], [Entry(500, E1.host, E1.port)], 100)
         self.assertEqual(
             (yield self.store.list_labels("", 0, 10, 0)),
             [LabelInfo(3000, "a"), LabelInfo(1000, "b")],
@@ -210,15 +211,15 @@ class StoreContractMixin(_Base):
 
     @inlineCallbacks
     def test_no_index_row_for_nothing_kept(self) -> Gen:
-        stored = yield self.store.insert(["a"], [], 100)
+        stored = yield insert_entries(self.store, ["a"], [], 100)
         self.assertEqual(stored, [[]])
         self.assertEqual((yield self.store.list_labels("", 0, 10, 0)), [])
 
     @inlineCallbacks
     def test_purge(self) -> Gen:
-        yield self.store.insert(["a"], [E1, E2], 100)
-        yield self.store.insert(["b/c"], [E1], 100)
-        yield self.store.insert(["d"], [E3], 100)
+        yield insert_entries(self.store, ["a"], [E1, E2], 100)
+        yield insert_entries(self.store, ["b/c"], [E1], 100)
+        yield insert_entries(self.store, ["d"], [E3], 100)
         self.assertEqual((yield self.store.purge(2000)), 2)
         self.assertEqual((yield self.store.get("a", 0, 10, 0)), [E2])
         self.assertEqual((yield self.store.get("b/c", 0, 10, 0)), [])
@@ -231,41 +232,41 @@ class StoreContractMixin(_Base):
     @inlineCallbacks
     def test_purge_keeps_cap_accounting(self) -> Gen:
         """After a purge, a full label has room again for exactly as many."""
-        yield self.store.insert(["a"], [E1, E2, E3], 3)
+        yield insert_entries(self.store, ["a"], [E1, E2, E3], 3)
         yield self.store.purge(2500)
-        stored = yield self.store.insert(
+        stored = yield insert_entries(self.store, 
             ["a"], [Entry(4000, "192.0.2.4", 4), Entry(5000, "192.0.2.5", 5)], 3
         )
         self.assertEqual(stored, [[4000, 5000]])
         got = yield self.store.get("a", 0, 10, 0)
         self.assertEqual([e.timestamp for e in got], [5000, 4000, 3000])
-        stored = yield self.store.insert(["a"], [Entry(6000, "192.0.2.6", 6)], 3)
+        stored = yield insert_entries(self.store, ["a"], [Entry(6000, "192.0.2.6", 6)], 3)
         got = yield self.store.get("a", 0, 10, 0)
         self.assertEqual([e.timestamp for e in got], [6000, 5000, 4000])
 
     @inlineCallbacks
     def test_lowered_cap_trims_on_next_insert(self) -> Gen:
-        yield self.store.insert(["a"], [E1, E2, E3], 10)
-        yield self.store.insert(["a"], [Entry(4000, "192.0.2.4", 4)], 2)
+        yield insert_entries(self.store, ["a"], [E1, E2, E3], 10)
+        yield insert_entries(self.store, ["a"], [Entry(4000, "192.0.2.4", 4)], 2)
         got = yield self.store.get("a", 0, 10, 0)
         self.assertEqual([e.timestamp for e in got], [4000, 3000])
 
     @inlineCallbacks
     def test_remove_deletes_only_the_named_addresses(self) -> Gen:
-        yield self.store.insert(["a"], [E1, E2, E3], 100)
+        yield insert_entries(self.store, ["a"], [E1, E2, E3], 100)
         removed = yield self.store.remove("a", [E1.address, E3.address])
         self.assertEqual(removed, 2)
         self.assertEqual((yield self.store.get("a", 0, 10, 0)), [E2])
 
     @inlineCallbacks
     def test_remove_matches_host_and_port(self) -> Gen:
-        yield self.store.insert(["a"], [Entry(10, "h.example", 1), Entry(20, "h.example", 2)], 100)
+        yield insert_entries(self.store, ["a"], [Entry(10, "h.example", 1), Entry(20, "h.example", 2)], 100)
         self.assertEqual((yield self.store.remove("a", [("h.example", 2)])), 1)
         self.assertEqual((yield self.store.get("a", 0, 10, 0)), [Entry(10, "h.example", 1)])
 
     @inlineCallbacks
     def test_remove_unknown_addresses_and_labels(self) -> Gen:
-        yield self.store.insert(["a"], [E1], 100)
+        yield insert_entries(self.store, ["a"], [E1], 100)
         self.assertEqual((yield self.store.remove("a", [E2.address, ("h.example", 1)])), 0)
         self.assertEqual((yield self.store.remove("a", [])), 0)
         self.assertEqual((yield self.store.remove("nothing", [E1.address])), 0)
@@ -274,13 +275,13 @@ class StoreContractMixin(_Base):
 
     @inlineCallbacks
     def test_remove_counts_an_address_given_twice_once(self) -> Gen:
-        yield self.store.insert(["a"], [E1, E2], 100)
+        yield insert_entries(self.store, ["a"], [E1, E2], 100)
         self.assertEqual((yield self.store.remove("a", [E1.address, E1.address])), 1)
         self.assertEqual((yield self.store.get("a", 0, 10, 0)), [E2])
 
     @inlineCallbacks
     def test_remove_leaves_other_labels_alone(self) -> Gen:
-        yield self.store.insert(["a", "b", "a/x"], [E1, E2], 100)
+        yield insert_entries(self.store, ["a", "b", "a/x"], [E1, E2], 100)
         self.assertEqual((yield self.store.remove("a", [E1.address])), 1)
         self.assertEqual((yield self.store.get("a", 0, 10, 0)), [E2])
         self.assertEqual((yield self.store.get("b", 0, 10, 0)), [E2, E1])
@@ -289,38 +290,38 @@ class StoreContractMixin(_Base):
     @inlineCallbacks
     def test_remove_keeps_cap_accounting(self) -> Gen:
         """After a remove, a full label has room again for exactly as many."""
-        yield self.store.insert(["a"], [E1, E2, E3], 3)
+        yield insert_entries(self.store, ["a"], [E1, E2, E3], 3)
         self.assertEqual((yield self.store.remove("a", [E2.address])), 1)
-        stored = yield self.store.insert(["a"], [Entry(4000, "192.0.2.4", 4)], 3)
+        stored = yield insert_entries(self.store, ["a"], [Entry(4000, "192.0.2.4", 4)], 3)
         self.assertEqual(stored, [[4000]])
         got = yield self.store.get("a", 0, 10, 0)
         self.assertEqual([e.timestamp for e in got], [4000, 3000, 1000])
-        stored = yield self.store.insert(["a"], [Entry(5000, "192.0.2.5", 5)], 3)
+        stored = yield insert_entries(self.store, ["a"], [Entry(5000, "192.0.2.5", 5)], 3)
         self.assertEqual(stored, [[5000]])
         got = yield self.store.get("a", 0, 10, 0)
         self.assertEqual([e.timestamp for e in got], [5000, 4000, 3000])
 
     @inlineCallbacks
     def test_remove_everything_then_fill_to_the_cap(self) -> Gen:
-        yield self.store.insert(["a"], [E1, E2], 2)
+        yield insert_entries(self.store, ["a"], [E1, E2], 2)
         self.assertEqual((yield self.store.remove("a", [E1.address, E2.address])), 2)
         self.assertEqual((yield self.store.get("a", 0, 10, 0)), [])
         entries = [Entry(10, "h.example", 1), Entry(20, "h.example", 2)]
-        self.assertEqual((yield self.store.insert(["a"], entries, 2)), [[10, 20]])
+        self.assertEqual((yield insert_entries(self.store, ["a"], entries, 2)), [[10, 20]])
         self.assertEqual((yield self.store.get("a", 0, 10, 0)), entries[::-1])
 
     @inlineCallbacks
     def test_removed_entries_are_really_gone(self) -> Gen:
         """A removed entry comes back with any time, even an older one."""
-        yield self.store.insert(["a"], [E3], 100)
+        yield insert_entries(self.store, ["a"], [E3], 100)
         yield self.store.remove("a", [E3.address])
         older = Entry(500, E3.host, E3.port)
-        self.assertEqual((yield self.store.insert(["a"], [older], 100)), [[500]])
+        self.assertEqual((yield insert_entries(self.store, ["a"], [older], 100)), [[500]])
         self.assertEqual((yield self.store.get("a", 0, 10, 0)), [older])
 
     @inlineCallbacks
     def test_remove_keeps_label_index(self) -> Gen:
-        yield self.store.insert(["app/v1"], [E1, E2], 100)
+        yield insert_entries(self.store, ["app/v1"], [E1, E2], 100)
         self.assertEqual((yield self.store.remove("app/v1", [E1.address, E2.address])), 2)
         self.assertEqual((yield self.store.get("app/v1", 0, 10, 0)), [])
         self.assertEqual((yield self.store.list_labels("", 0, 10, 0)), [LabelInfo(2000, "app")])
@@ -328,7 +329,7 @@ class StoreContractMixin(_Base):
             (yield self.store.list_labels("app", 0, 10, 0)), [LabelInfo(2000, "app/v1")]
         )
         # A later insert moves the kept row forward only.
-        yield self.store.insert(["app/v1"], [Entry(1500, "h.example", 1)], 100)
+        yield insert_entries(self.store, ["app/v1"], [Entry(1500, "h.example", 1)], 100)
         self.assertEqual(
             (yield self.store.list_labels("app", 0, 10, 0)), [LabelInfo(2000, "app/v1")]
         )
@@ -380,7 +381,7 @@ class StoreContractMixin(_Base):
     def test_state_is_not_entries(self) -> Gen:
         """State neither expires nor shows up among labels and entries."""
         yield self.store.put_state("k", "v")
-        yield self.store.insert(["k"], [E1], 100)
+        yield insert_entries(self.store, ["k"], [E1], 100)
         self.assertEqual((yield self.store.purge(BIG)), 1)
         self.assertEqual((yield self.store.get_state("k")), "v")
         self.assertEqual((yield self.store.list_labels("", 0, 10, 0)), [])
@@ -394,9 +395,175 @@ class StoreContractMixin(_Base):
 
     @inlineCallbacks
     def test_close_waits_for_pending_writes(self) -> Gen:
-        pending = self.store.insert(["a"], [E1], 10)
+        pending = insert_entries(self.store, ["a"], [E1], 10)
         yield self.store.close()
         self.assertEqual((yield pending), [[1000]])
+
+    # -- merge: what changed, and provenance ----------------------------------
+
+    @inlineCallbacks
+    def test_merge_says_what_changed(self) -> Gen:
+        merged = yield self.store.merge([C("a", E1), C("a", E2)], 10)
+        self.assertEqual(merged, [Merged(1000, True), Merged(2000, True)])
+        merged = yield self.store.merge(
+            [C("a", E1), C("a", Entry(1500, *E2.address)), C("a", Entry(1001, *E1.address))],
+            10,
+        )
+        # Same time: unchanged; older: unchanged, with the stored time; newer: changed.
+        self.assertEqual(
+            merged, [Merged(1000, False), Merged(2000, False), Merged(1001, True)]
+        )
+
+    @inlineCallbacks
+    def test_merge_of_several_labels(self) -> Gen:
+        merged = yield self.store.merge([C("a", E1), C("b", E1), C("a/x", E2)], 10)
+        self.assertEqual([m.changed for m in merged], [True, True, True])
+        self.assertEqual((yield self.store.get("b", 0, 10, 0)), [E1])
+        self.assertEqual((yield self.store.get("a/x", 0, 10, 0)), [E2])
+        self.assertEqual(
+            (yield self.store.list_labels("", 0, 10, 0)),
+            [LabelInfo(2000, "a"), LabelInfo(1000, "b")],
+        )
+
+    @inlineCallbacks
+    def test_merge_evicted_at_once_is_not_a_change(self) -> Gen:
+        yield self.store.merge([C("a", E2), C("a", E3)], 2)
+        merged = yield self.store.merge([C("a", E1)], 2)
+        self.assertEqual(merged, [Merged(None, False)])
+        page = yield self.store.changes("", 10, 0)
+        self.assertEqual([c.entry for c in page.changes], [E2, E3])
+
+    @inlineCallbacks
+    def test_provenance_follows_the_latest_confirmation(self) -> Gen:
+        yield self.store.merge([C("a", E1, "198.51.100.1", "")], 10)
+        yield self.store.merge([C("a", E1, "198.51.100.2", "192.0.2.9:7100")], 10)
+        page = yield self.store.changes("", 10, 0)
+        # Not newer: the first provenance stands.
+        self.assertEqual(page.changes, [C("a", E1, "198.51.100.1", "")])
+        newer = Entry(1001, *E1.address)
+        yield self.store.merge([C("a", newer, "198.51.100.2", "192.0.2.9:7100")], 10)
+        page = yield self.store.changes("", 10, 0)
+        self.assertEqual(page.changes, [C("a", newer, "198.51.100.2", "192.0.2.9:7100")])
+
+    # -- the change feed ------------------------------------------------------
+
+    @inlineCallbacks
+    def test_empty_feed(self) -> Gen:
+        page = yield self.store.changes("", 10, 0)
+        self.assertEqual((page.changes, page.more), ([], False))
+        again = yield self.store.changes(page.cursor, 10, 0)
+        self.assertEqual((again.changes, again.more), ([], False))
+
+    @inlineCallbacks
+    def test_feed_is_in_change_order_and_continues_from_its_cursor(self) -> Gen:
+        yield self.store.merge([C("a", E3), C("b", E1)], 10)
+        yield self.store.merge([C("a", E2)], 10)
+        page = yield self.store.changes("", 10, 0)
+        self.assertEqual(page.changes, [C("a", E3), C("b", E1), C("a", E2)])
+        self.assertFalse(page.more)
+        nothing = yield self.store.changes(page.cursor, 10, 0)
+        self.assertEqual(nothing.changes, [])
+        self.assertEqual(nothing.cursor, page.cursor)
+        yield self.store.merge([C("c", E1)], 10)
+        later = yield self.store.changes(page.cursor, 10, 0)
+        self.assertEqual(later.changes, [C("c", E1)])
+
+    @inlineCallbacks
+    def test_feed_pages(self) -> Gen:
+        entries = [Entry(1000 + i, "192.0.2.1", i + 1) for i in range(7)]
+        yield self.store.merge([C("a", e) for e in entries], 100)
+        seen: list[Entry] = []
+        cursor = ""
+        pages = 0
+        while True:
+            page = yield self.store.changes(cursor, 3, 0)
+            pages += 1
+            seen.extend(c.entry for c in page.changes)
+            cursor = page.cursor
+            if not page.more:
+                break
+        self.assertEqual(seen, entries)
+        self.assertEqual(pages, 3)
+
+    @inlineCallbacks
+    def test_a_full_last_page_says_whether_more_exist(self) -> Gen:
+        yield self.store.merge([C("a", E1), C("a", E2)], 10)
+        page = yield self.store.changes("", 2, 0)
+        self.assertEqual((len(page.changes), page.more), (2, False))
+        page = yield self.store.changes("", 1, 0)
+        self.assertEqual((len(page.changes), page.more), (1, True))
+
+    @inlineCallbacks
+    def test_a_changed_entry_moves_to_the_end_of_the_feed(self) -> Gen:
+        yield self.store.merge([C("a", E1), C("a", E2)], 10)
+        first = yield self.store.changes("", 10, 0)
+        newer = Entry(5000, *E1.address)
+        yield self.store.merge([C("a", newer, "198.51.100.3")], 10)
+        page = yield self.store.changes("", 10, 0)
+        self.assertEqual(page.changes, [C("a", E2), C("a", newer, "198.51.100.3")])
+        later = yield self.store.changes(first.cursor, 10, 0)
+        self.assertEqual(later.changes, [C("a", newer, "198.51.100.3")])
+
+    @inlineCallbacks
+    def test_unchanged_merges_do_not_move_entries(self) -> Gen:
+        yield self.store.merge([C("a", E1)], 10)
+        first = yield self.store.changes("", 10, 0)
+        yield self.store.merge([C("a", E1), C("a", Entry(10, *E1.address))], 10)
+        later = yield self.store.changes(first.cursor, 10, 0)
+        self.assertEqual(later.changes, [])
+
+    @inlineCallbacks
+    def test_feed_leaves_out_expired_entries_and_skips_past_them(self) -> Gen:
+        yield self.store.merge([C("a", E3), C("a", E1), C("a", E2)], 10)
+        page = yield self.store.changes("", 10, 1500)
+        self.assertEqual(page.changes, [C("a", E3), C("a", E2)])
+        page = yield self.store.changes("", 2, 1500)
+        self.assertEqual((page.changes, page.more), ([C("a", E3), C("a", E2)], False))
+        page = yield self.store.changes("", 1, 1500)
+        self.assertEqual((page.changes, page.more), ([C("a", E3)], True))
+        rest = yield self.store.changes(page.cursor, 1, 1500)
+        self.assertEqual((rest.changes, rest.more), ([C("a", E2)], False))
+
+    @inlineCallbacks
+    def test_evicted_removed_and_purged_entries_leave_the_feed(self) -> Gen:
+        yield self.store.merge([C("a", E1), C("a", E2), C("b", E3), C("c", E1)], 10)
+        yield self.store.merge([C("a", E3)], 2)  # evicts E1 from a
+        yield self.store.remove("b", [E3.address])
+        yield self.store.purge(1500)  # E1 from c
+        page = yield self.store.changes("", 10, 0)
+        self.assertEqual(page.changes, [C("a", E2), C("a", E3)])
+
+    @inlineCallbacks
+    def test_foreign_and_malformed_cursors_start_from_the_beginning(self) -> Gen:
+        yield self.store.merge([C("a", E1)], 10)
+        for cursor in ("", "0", "junk", "abcdef:1", "0123456789abcdef:99999", ":"):
+            page = yield self.store.changes(cursor, 10, 0)
+            self.assertEqual(page.changes, [C("a", E1)], cursor)
+
+    @inlineCallbacks
+    def test_cursors_do_not_travel_between_stores(self) -> Gen:
+        yield self.store.merge([C("a", E1), C("a", E2)], 10)
+        other = self.make_store()
+        self.addCleanup(other.close)
+        yield other.merge([C("a", E1), C("a", E2), C("a", E3)], 10)
+        theirs = yield other.changes("", 2, 0)
+        # A cursor of another store means nothing here, even at the same position.
+        page = yield self.store.changes(theirs.cursor, 10, 0)
+        self.assertEqual(page.changes, [C("a", E1), C("a", E2)])
+
+    @inlineCallbacks
+    def test_feed_survives_the_numbers_of_evicted_changes(self) -> Gen:
+        """A change number is never given twice, even after the newest entry left."""
+        yield self.store.merge([C("a", E1), C("a", E2)], 10)
+        page = yield self.store.changes("", 10, 0)
+        yield self.store.remove("a", [E2.address])
+        yield self.store.merge([C("a", E3)], 10)
+        later = yield self.store.changes(page.cursor, 10, 0)
+        self.assertEqual(later.changes, [C("a", E3)])
+
+
+def C(label: str, entry: Entry, source: str = "", via: str = "") -> Change:
+    return Change(label, entry, source, via)
 
 
 class MemoryStoreTests(StoreContractMixin, TestCase):
