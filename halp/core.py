@@ -11,8 +11,10 @@ clock it was given.
 
 from __future__ import annotations
 
+import math
+import secrets
 from dataclasses import dataclass
-from typing import Generic, Sequence, TypeVar
+from typing import Callable, Generic, Protocol, Sequence, TypeVar
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -20,13 +22,33 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from halp import __version__
+from halp.error import ErrorCode, ProtocolError
 from halp.interfaces import IHostStore
-from halp.model import Entry, LabelInfo, Limits, RejectedEntry, Window
+from halp.model import (
+    Change,
+    ChangePage,
+    Entry,
+    LabelInfo,
+    Limits,
+    Merged,
+    RejectedEntry,
+    Window,
+)
+from halp.ratelimit import KeyedLimiter
+from halp.stats import Stats
 
-__all__ = ["HALPCore", "Page", "Refused", "Stored", "PROTOCOL_VERSION"]
+__all__ = ["HALPCore", "Page", "Refused", "Replicated", "Stored", "PROTOCOL_VERSION"]
 
 #: The protocol this core speaks, as announced by ``hello``.
 PROTOCOL_VERSION = "HALP/1"
+
+#: The optional requests this server answers, as ``hello`` lists them.
+FEATURES = ("changes", "push", "stats", "peers")
+
+#: Entries per second one peer address may push, on average, and in a
+#: burst.  A peer that pushes more is answered ``error busy``.
+PUSH_RATE = 200.0
+PUSH_BURST = 10_000.0
 
 T = TypeVar("T")
 
@@ -55,11 +77,44 @@ class Stored:
 
 @dataclass(frozen=True, slots=True)
 class Refused:
-    """An entry that was not stored in ``label``, with the reason."""
+    """
+    An entry that was not stored in ``label``, with the reason.  ``label``
+    is ``""`` for a replicated line that could not be parsed; ``raw`` is
+    then the whole line.
+    """
 
     label: str
     raw: str
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStatus:
+    """A peer server as ``peers`` lists it."""
+
+    address: str
+    #: ``trusted`` (used for replication), ``untested`` (learned, not
+    #: tested yet), ``backoff`` (failing, tried again later) or ``banned``
+    #: (answered with something that is not HALP/1).
+    state: str
+    quality: int
+    pinned: bool
+
+
+class PeerSource(Protocol):
+    """What lists this server's peers: the federation, when it runs."""
+
+    def peers(self) -> list[PeerStatus]:
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Replicated:
+    """What merging replicated entries (a push, or a pulled page) did."""
+
+    changed: int
+    unchanged: int
+    refused: list[Refused]
 
 
 def _raw(entry: Entry) -> str:
@@ -79,11 +134,29 @@ class HALPCore:
     _log = Logger()
 
     def __init__(
-        self, store: IHostStore, clock: IReactorTime, limits: Limits = Limits()
+        self,
+        store: IHostStore,
+        clock: IReactorTime,
+        limits: Limits = Limits(),
+        *,
+        node_id: str | None = None,
+        push_rate: float = PUSH_RATE,
+        push_burst: float = PUSH_BURST,
     ) -> None:
         self.store = store
         self.clock = clock
         self.limits = limits
+        #: A random name for this server process, announced by ``hello``,
+        #: so that federation recognises itself under another address.
+        self.node_id = node_id if node_id is not None else secrets.token_hex(8)
+        self.stats = Stats()
+        self.started = self.now()
+        self._observers: list[Callable[[list[Change], bool], None]] = []
+        #: Set by :class:`~halp.federation.Federation` to list its peers.
+        self.peer_source: PeerSource | None = None
+        self._push_limiter: KeyedLimiter[str] = KeyedLimiter(
+            push_rate, max(push_burst, limits.max_gossip_entries)
+        )
 
     def now(self) -> int:
         """The current time in whole POSIX seconds."""
@@ -129,11 +202,40 @@ class HALPCore:
         d = self.store.list_labels(parent, start, stop, self.oldest_served())
         return d.addCallback(lambda items: Page(items, capped))
 
+    def watch(self, observer: Callable[[list[Change], bool], None]) -> None:
+        """
+        Call ``observer(changes, relay)`` after every merge that changed the
+        store, with the changes that did: ``relay`` is true for client
+        inserts and pushes from peers, which federation forwards, and false
+        for pulled changes, which it does not (``docs/federation.rst``).
+        """
+        self._observers.append(observer)
+
+    def _notify(self, changes: list[Change], relay: bool) -> None:
+        if not changes:
+            return
+        for observer in self._observers:
+            try:
+                observer(changes, relay)
+            except Exception:
+                self._log.failure("A change observer failed")
+
+    def _admit(self, entry: Entry, now: int) -> Entry | str:
+        """The entry with its time clamped to now, or why it is refused."""
+        if entry.timestamp < now - self.limits.ttl:
+            return f"expired: confirmed more than {self.limits.ttl} s ago"
+        if entry.timestamp > now:
+            return Entry(now, entry.host, entry.port)
+        return entry
+
     def insert(
-        self, labels: Sequence[str], candidates: Sequence[Entry | RejectedEntry]
+        self,
+        labels: Sequence[str],
+        candidates: Sequence[Entry | RejectedEntry],
+        source: str = "",
     ) -> Deferred[list[Stored | Refused]]:
         """
-        Merge entries into labels.
+        Merge entries into labels: a client's ``insert``.
 
         A time in the future is stored as "now"; an entry that expired
         already is refused, as is one that the label's cap evicts at once.
@@ -142,56 +244,122 @@ class HALPCore:
         every line offered.
 
         :param labels: valid labels, without duplicates.
+        :param source: the address of the client that inserts.
         :return: a Deferred firing with one outcome per label per
             candidate, labels outermost, both in the order given.
         """
         now = self.now()
-        oldest = now - self.limits.ttl
         refused: dict[int, tuple[str, str]] = {}
         accepted: list[Entry] = []
         positions: list[int] = []
         for i, candidate in enumerate(candidates):
             if isinstance(candidate, RejectedEntry):
                 refused[i] = (candidate.raw, candidate.reason)
-            elif candidate.timestamp < oldest:
-                refused[i] = (
-                    _raw(candidate),
-                    f"expired: confirmed more than {self.limits.ttl} s ago",
-                )
+                continue
+            admitted = self._admit(candidate, now)
+            if isinstance(admitted, str):
+                refused[i] = (_raw(candidate), admitted)
             else:
-                if candidate.timestamp > now:
-                    candidate = Entry(now, candidate.host, candidate.port)
-                accepted.append(candidate)
+                accepted.append(admitted)
                 positions.append(i)
-        if accepted:
-            d = self.store.insert(labels, accepted, self.limits.max_entries)
-        else:
-            d = succeed([[] for _ in labels])
+        changes = [Change(label, entry, source) for label in labels for entry in accepted]
+        d = self.store.merge(changes, self.limits.max_entries) if changes else succeed([])
 
-        def outcomes(stored: list[list[int | None]]) -> list[Stored | Refused]:
+        def outcomes(merged: list[Merged]) -> list[Stored | Refused]:
+            self._notify([c for c, m in zip(changes, merged) if m.changed], True)
+            self.stats.increment("entries-inserted", sum(m.changed for m in merged))
             result: list[Stored | Refused] = []
-            for label, times in zip(labels, stored):
-                when = dict(zip(positions, times))
+            n = len(accepted)
+            for k, label in enumerate(labels):
+                when = dict(zip(positions, merged[k * n : (k + 1) * n]))
                 for i, candidate in enumerate(candidates):
                     if i in refused:
                         result.append(Refused(label, *refused[i]))
                         continue
                     assert isinstance(candidate, Entry)
-                    t = when[i]
+                    t = when[i].stored
                     if t is None:
-                        result.append(
-                            Refused(
-                                label,
-                                _raw(candidate),
-                                f"evicted: the label keeps its "
-                                f"{self.limits.max_entries} newest entries",
-                            )
-                        )
+                        result.append(Refused(label, _raw(candidate), self._evicted()))
                     else:
                         result.append(Stored(label, Entry(t, candidate.host, candidate.port)))
             return result
 
         return d.addCallback(outcomes)
+
+    def _evicted(self) -> str:
+        return f"evicted: the label keeps its {self.limits.max_entries} newest entries"
+
+    # -- federation ----------------------------------------------------------
+
+    def push(
+        self, candidates: Sequence[Change | RejectedEntry], via: str, peer: str
+    ) -> Deferred[Replicated]:
+        """
+        Merge what a peer pushed: a ``push`` request.
+
+        :param via: the server the entries come from, as it named itself,
+            or else its address.
+        :param peer: the network address of the connection, which the
+            throttle counts against.
+        :raises ProtocolError: ``busy`` when ``peer`` pushed more entries
+            than its token bucket allows; nothing is merged then.
+        """
+        wait = self._push_limiter.take(peer, max(1, len(candidates)), self.clock.seconds())
+        if wait:
+            self.stats.increment("push-throttled")
+            raise ProtocolError(
+                ErrorCode.BUSY,
+                f"too many entries pushed; try again in {math.ceil(min(wait, 3600))} s",
+            )
+        self.stats.increment("push-received")
+        return self._replicate(candidates, via, relay=True, counter="entries-replicated")
+
+    def apply_pulled(self, changes: Sequence[Change], via: str) -> Deferred[Replicated]:
+        """Merge changes pulled from the peer ``via`` (a ``changes`` answer)."""
+        return self._replicate(changes, via, relay=False, counter="entries-pulled")
+
+    def _replicate(
+        self,
+        candidates: Sequence[Change | RejectedEntry],
+        via: str,
+        relay: bool,
+        counter: str,
+    ) -> Deferred[Replicated]:
+        now = self.now()
+        refused: list[Refused] = []
+        accepted: list[Change] = []
+        for candidate in candidates:
+            if isinstance(candidate, RejectedEntry):
+                refused.append(Refused("", candidate.raw, candidate.reason))
+                continue
+            admitted = self._admit(candidate.entry, now)
+            if isinstance(admitted, str):
+                refused.append(Refused(candidate.label, _raw(candidate.entry), admitted))
+            else:
+                accepted.append(Change(candidate.label, admitted, candidate.source, via))
+        d = self.store.merge(accepted, self.limits.max_entries) if accepted else succeed([])
+
+        def done(merged: list[Merged]) -> Replicated:
+            changed = [c for c, m in zip(accepted, merged) if m.changed]
+            for c, m in zip(accepted, merged):
+                if m.stored is None:
+                    refused.append(Refused(c.label, _raw(c.entry), self._evicted()))
+            self._notify(changed, relay)
+            self.stats.increment(counter, len(changed))
+            self.stats.increment("entries-rejected", len(refused))
+            return Replicated(len(changed), len(accepted) - len(changed), refused)
+
+        return d.addCallback(done)
+
+    def changes(self, cursor: str, limit: int | None = None) -> Deferred[ChangePage]:
+        """
+        The change feed after ``cursor``: at most :attr:`~halp.model.Limits.max_gossip_entries`
+        (or ``limit``, if smaller) entries, leaving out expired ones.
+        """
+        widest = self.limits.max_gossip_entries
+        limit = widest if limit is None else max(1, min(limit, widest))
+        self.stats.increment("changes-served")
+        return self.store.changes(cursor, limit, self.oldest_served())
 
     def hello(self) -> list[tuple[str, object]]:
         """The fields of a ``hello`` answer: protocol, server, time, limits."""
@@ -207,7 +375,18 @@ class HALPCore:
             ("ttl", limits.ttl),
             ("max-insert-labels", limits.max_insert_labels),
             ("max-insert-entries", limits.max_insert_entries),
+            ("max-gossip-entries", limits.max_gossip_entries),
+            ("node", self.node_id),
+            ("features", " ".join(FEATURES)),
         ]
+
+    def peers(self) -> list[PeerStatus]:
+        """The peer servers, best first; none when this server does not federate."""
+        return self.peer_source.peers() if self.peer_source is not None else []
+
+    def stats_fields(self) -> list[tuple[str, object]]:
+        """The fields of a ``stats`` answer: uptime, then every counter."""
+        return [("uptime", self.now() - self.started), *self.stats]
 
     def purge(self) -> Deferred[int]:
         """

@@ -47,6 +47,9 @@ class ErrorCode(str, enum.Enum):
     TOO_MANY_ENTRIES = "too-many-entries"
     #: A request line is longer than the server accepts; the server closes.
     LINE_TOO_LONG = "line-too-long"
+    #: The server refuses the request for now because the peer sent too
+    #: much; the message says when to try again.
+    BUSY = "busy"
     #: The store cannot serve the request now; retry later or elsewhere.
     UNAVAILABLE = "unavailable"
     #: The server failed in a way it did not expect (and logged it).

@@ -27,12 +27,16 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from halp.core import HALPCore, Page, Refused, Stored
+from halp.core import HALPCore, Page, Refused, Replicated, Stored
 from halp.error import ErrorCode, ProtocolError, StoreError
-from halp.model import Entry, LabelInfo
+from halp.model import ChangePage, Entry, LabelInfo
 from halp.wire import (
+    Changes,
     Get,
     Hello,
+    Peers,
+    Push,
+    Stats,
     Insert,
     LineBuffer,
     ListLabels,
@@ -40,12 +44,15 @@ from halp.wire import (
     Reply,
     Request,
     RequestDecoder,
+    format_change,
+    format_changes_status,
     format_entry,
     format_error,
     format_failure,
     format_field,
     format_label,
     format_ok,
+    format_peer,
     format_success,
     summarize,
 )
@@ -116,6 +123,7 @@ class HALPServerProtocol(Protocol):
         self._idle_call: IDelayedCall | None = None
         self._abort_call: IDelayedCall | None = None
         self.peer = "?"
+        self.peer_host = "?"
 
     # -- connection lifecycle -----------------------------------------------
 
@@ -123,7 +131,9 @@ class HALPServerProtocol(Protocol):
         factory = self.factory
         self._lines = LineBuffer(factory.core.limits.max_line)
         self._decoder = RequestDecoder(factory.core.limits)
-        self.peer = describe_address(self.transport.getPeer())
+        address = self.transport.getPeer()
+        self.peer = describe_address(address)
+        self.peer_host = str(getattr(address, "host", "")) or self.peer
         self.transport.registerProducer(self, True)
         factory.connection_opened(self)
         self._reset_idle()
@@ -277,7 +287,7 @@ class HALPServerProtocol(Protocol):
             self._close()
             return False
         self._busy = True
-        self.factory.respond(item).addCallback(self._replied, item).addErrback(
+        self.factory.respond(item, self.peer_host).addCallback(self._replied, item).addErrback(
             self._crashed
         )
         return True
@@ -409,14 +419,15 @@ class HALPServerFactory(Factory):
 
     # -- answering -----------------------------------------------------------
 
-    def respond(self, request: Request) -> Deferred[Reply]:
+    def respond(self, request: Request, peer: str = "") -> Deferred[Reply]:
         """
-        Answer one request.  The Deferred never fails: every failure becomes
-        an ``error`` status line.
+        Answer one request from the client at address ``peer`` (a host).
+        The Deferred never fails: every failure becomes an ``error`` status
+        line.
         """
-        return maybeDeferred(self._dispatch, request).addErrback(self._failed, request)
+        return maybeDeferred(self._dispatch, request, peer).addErrback(self._failed, request)
 
-    def _dispatch(self, request: Request) -> Deferred[Reply]:
+    def _dispatch(self, request: Request, peer: str) -> Deferred[Reply]:
         core = self.core
         if isinstance(request, Get):
             return core.get(request.label, request.window).addCallback(self._entries)
@@ -425,10 +436,23 @@ class HALPServerFactory(Factory):
                 self._labels
             )
         if isinstance(request, Insert):
-            return core.insert(request.labels, request.entries).addCallback(self._inserted)
+            return core.insert(request.labels, request.entries, peer).addCallback(
+                self._inserted
+            )
         if isinstance(request, Hello):
-            fields = tuple(format_field(k, v) for k, v in core.hello())
-            return succeed(Reply(fields, format_ok()))
+            return succeed(self._fields(core.hello()))
+        if isinstance(request, Changes):
+            return core.changes(request.cursor, request.limit).addCallback(self._changes)
+        if isinstance(request, Push):
+            via = request.server or peer
+            return core.push(request.changes, via, peer).addCallback(self._pushed)
+        if isinstance(request, Stats):
+            return succeed(self._fields(core.stats_fields()))
+        if isinstance(request, Peers):
+            lines = tuple(
+                format_peer(p.address, p.state, p.quality, p.pinned) for p in core.peers()
+            )
+            return succeed(Reply(lines, format_ok(str(len(lines)))))
         raise AssertionError(f"no handler for {request!r}")
 
     @staticmethod
@@ -444,6 +468,26 @@ class HALPServerFactory(Factory):
     def _labels(self, page: Page[LabelInfo]) -> Reply:
         lines = tuple(format_label(info) for info in page.items)
         return Reply(lines, self._page_status(page, self.core.limits.max_slice))
+
+    @staticmethod
+    def _fields(fields: list[tuple[str, object]]) -> Reply:
+        return Reply(tuple(format_field(k, v) for k, v in fields), format_ok())
+
+    @staticmethod
+    def _changes(page: ChangePage) -> Reply:
+        lines = tuple(format_change(c) for c in page.changes)
+        return Reply(lines, format_changes_status(len(lines), page.cursor, page.more))
+
+    @staticmethod
+    def _pushed(result: Replicated) -> Reply:
+        lines = tuple(format_failure(r.label, r.raw, r.reason) for r in result.refused)
+        return Reply(
+            lines,
+            format_ok(
+                f"{result.changed} changed {result.unchanged} unchanged "
+                f"{len(result.refused)} refused"
+            ),
+        )
 
     @staticmethod
     def _inserted(outcomes: list[Stored | Refused]) -> Reply:

@@ -17,6 +17,7 @@ from typing import Union
 
 from halp.error import ErrorCode, ProtocolError
 from halp.model import (
+    Change,
     Entry,
     LabelInfo,
     Limits,
@@ -26,10 +27,22 @@ from halp.model import (
     check_label,
     check_port,
     check_timestamp,
+    format_host_port,
+    parse_host_port,
 )
 
 __all__ = [
+    "Changes",
+    "ChangesStatus",
     "Get",
+    "Peers",
+    "Push",
+    "Stats",
+    "format_change",
+    "format_changes_status",
+    "format_peer",
+    "parse_change_line",
+    "parse_changes_status",
     "Hello",
     "InsertOutcome",
     "Insert",
@@ -99,8 +112,37 @@ class Quit:
     """``quit``: answer ``ok``, then close the connection."""
 
 
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """``changes CURSOR [LIMIT]``: the change feed after ``CURSOR``."""
+
+    #: ``"0"`` for the beginning, or a cursor the server returned.
+    cursor: str
+    #: ``None`` asks for as many as the server allows.
+    limit: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Push:
+    """``push [SERVER]`` and its block of change lines, from a peer server."""
+
+    #: The pushing server's public address (``HOST:PORT``), if it gave one.
+    server: str | None
+    changes: tuple[Change | RejectedEntry, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """``stats``: the server's counters."""
+
+
+@dataclass(frozen=True, slots=True)
+class Peers:
+    """``peers``: the servers this one federates with."""
+
+
 #: Any request a :class:`RequestDecoder` produces.
-Request = Union[Get, ListLabels, Insert, Hello, Quit]
+Request = Union[Get, ListLabels, Insert, Hello, Quit, Changes, Push, Stats, Peers]
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +210,56 @@ def parse_entry_line(line: bytes) -> Entry:
         )
     timestamp, host, port = (_ascii(w, "entry", ErrorCode.BAD_ENTRY) for w in words)
     return Entry(check_timestamp(timestamp), check_host(host), check_port(port))
+
+
+def parse_change_line(line: bytes) -> Change:
+    """
+    Parse ``LABEL TIMESTAMP HOST PORT [SOURCE]``, a line of a ``push``
+    block or of a ``changes`` answer; ``SOURCE`` ``-`` (or none) is
+    unknown.
+
+    :raises ProtocolError: with code ``bad-entry`` or ``bad-label``.
+    """
+    words = _words(line)
+    if len(words) not in (4, 5):
+        raise ProtocolError(
+            ErrorCode.BAD_ENTRY, "expected LABEL TIMESTAMP HOST PORT [SOURCE]"
+        )
+    label = check_label(_ascii(words[0], "label", ErrorCode.BAD_LABEL))
+    entry = parse_entry_line(b" ".join(words[1:4]))
+    source = ""
+    if len(words) == 5 and words[4] != b"-":
+        source = check_host(_ascii(words[4], "source", ErrorCode.BAD_ENTRY))
+    return Change(label, entry, source)
+
+
+_CURSOR_TOKEN = re.compile(r"[A-Za-z0-9:._-]{1,64}\Z")
+
+
+def _parse_changes(args: list[bytes], limits: Limits) -> Changes:
+    if not 1 <= len(args) <= 2:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "usage: changes CURSOR [LIMIT]")
+    cursor = _ascii(args[0], "cursor")
+    if not _CURSOR_TOKEN.match(cursor):
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST, "a cursor is 0 or a word a changes answer gave"
+        )
+    limit = None
+    if len(args) == 2:
+        text = _ascii(args[1], "limit")
+        if not text.isdigit() or len(text) > MAX_SLICE_DIGITS or int(text) == 0:
+            raise ProtocolError(ErrorCode.BAD_RANGE, "the limit is a positive number")
+        limit = int(text)
+    return Changes(cursor, limit)
+
+
+def _parse_push_header(args: list[bytes]) -> str | None:
+    if len(args) > 1:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "usage: push [HOST:PORT]")
+    if not args:
+        return None
+    host, port = parse_host_port(_ascii(args[0], "server"))
+    return format_host_port(host, port)
 
 
 def _parse_window(start: str | None, stop: str | None) -> Window | None:
@@ -291,9 +383,11 @@ class RequestDecoder:
     def __init__(self, limits: Limits) -> None:
         self._limits = limits
         self._in_block = False
+        self._push = False  # the open block is a push, not an insert
         self._labels: tuple[str, ...] = ()
+        self._server: str | None = None
         self._block_error: ProtocolError | None = None
-        self._entries: list[Entry | RejectedEntry] = []
+        self._entries: list[Entry | Change | RejectedEntry] = []
         self._extra = 0
 
     @property
@@ -324,10 +418,21 @@ class RequestDecoder:
             if command == b"get":
                 return _parse_get(args)
             if command == b"insert":
-                self._open_block(args)
+                self._open_block(args, push=False)
+                return None
+            if command == b"push":
+                self._open_block(args, push=True)
                 return None
             if command == b"hello":
                 return Hello()
+            if command == b"changes":
+                return _parse_changes(args, self._limits)
+            if command in (b"stats", b"peers"):
+                if args:
+                    raise ProtocolError(
+                        ErrorCode.BAD_REQUEST, f"usage: {command.decode()}"
+                    )
+                return Stats() if command == b"stats" else Peers()
             if command == b"quit":
                 if args:
                     raise ProtocolError(ErrorCode.BAD_REQUEST, "usage: quit")
@@ -335,7 +440,7 @@ class RequestDecoder:
             raise ProtocolError(
                 ErrorCode.UNKNOWN_COMMAND,
                 f"unknown command '{printable(command)}'; "
-                "known: get, insert, hello, quit",
+                "known: get, insert, hello, quit, changes, push, stats, peers",
             )
         except ProtocolError as e:
             return e
@@ -357,25 +462,37 @@ class RequestDecoder:
             return ProtocolError(
                 ErrorCode.TOO_MANY_ENTRIES,
                 f"{len(entries) + extra} entry lines; at most "
-                f"{self._limits.max_insert_entries} per insert",
+                f"{self._block_limit()} per {'push' if self._push else 'insert'}",
             )
-        return Insert(labels, entries)
+        if self._push:
+            return Push(self._server, entries)  # type: ignore[arg-type]
+        return Insert(labels, entries)  # type: ignore[arg-type]
 
-    def _open_block(self, args: list[bytes]) -> None:
+    def _block_limit(self) -> int:
+        if self._push:
+            return self._limits.max_gossip_entries
+        return self._limits.max_insert_entries
+
+    def _open_block(self, args: list[bytes], push: bool) -> None:
         self._in_block = True
+        self._push = push
         try:
-            self._labels = _parse_insert_header(args, self._limits)
+            if push:
+                self._server = _parse_push_header(args)
+            else:
+                self._labels = _parse_insert_header(args, self._limits)
         except ProtocolError as e:
             self._block_error = e
 
     def _add_entry(self, line: bytes) -> None:
         if self._block_error is not None:
             return
-        if len(self._entries) >= self._limits.max_insert_entries:
+        if len(self._entries) >= self._block_limit():
             self._extra += 1
             return
         try:
-            self._entries.append(parse_entry_line(line))
+            parse = parse_change_line if self._push else parse_entry_line
+            self._entries.append(parse(line))
         except ProtocolError as e:
             self._entries.append(RejectedEntry(printable(line.strip(b" \t")), e.message))
 
@@ -404,8 +521,31 @@ def format_success(label: str, entry: Entry) -> bytes:
 
 
 def format_failure(label: str, raw: str, reason: str) -> bytes:
-    """``failure: LABEL LINE ; REASON``: an entry that was not stored."""
-    return ("failure: %s %s ; %s\n" % (label, raw, _one_line(reason))).encode("ascii")
+    """
+    ``failure: LABEL LINE ; REASON``: an entry that was not stored.  For a
+    pushed line that could not be parsed, ``label`` is ``""`` and ``raw``
+    the whole line: ``failure: LINE ; REASON``.
+    """
+    line = f"{label} {raw}" if label else raw
+    return ("failure: %s ; %s\n" % (line, _one_line(reason))).encode("ascii")
+
+
+def format_peer(address: str, state: str, quality: int, pinned: bool) -> bytes:
+    """``HOST:PORT STATE QUALITY [pinned]``: a line of a ``peers`` answer."""
+    tail = " pinned" if pinned else ""
+    return ("%s %s %d%s\n" % (address, state, quality, tail)).encode("ascii")
+
+
+def format_change(change: Change) -> bytes:
+    """``LABEL TIMESTAMP HOST PORT SOURCE``: a line of ``push`` or ``changes``."""
+    entry = change.entry
+    return b"%s %d %s %d %s\n" % (
+        change.label.encode("ascii"),
+        entry.timestamp,
+        entry.host.encode("ascii"),
+        entry.port,
+        (change.source or "-").encode("ascii"),
+    )
 
 
 def format_field(key: str, value: object) -> bytes:
@@ -474,8 +614,24 @@ def format_request(request: Request) -> bytes:
             lines.append(format_entry(entry))
         lines.append(b"\n")
         return b"".join(lines)
+    if isinstance(request, Push):
+        header = b"push %s\n" % request.server.encode() if request.server else b"push\n"
+        body = []
+        for change in request.changes:
+            if isinstance(change, RejectedEntry):
+                raise ValueError("cannot send an unparsed change line")
+            body.append(format_change(change))
+        return header + b"".join(body) + b"\n"
+    if isinstance(request, Changes):
+        if request.limit is None:
+            return b"changes %s\n" % request.cursor.encode()
+        return b"changes %s %d\n" % (request.cursor.encode(), request.limit)
     if isinstance(request, Hello):
         return b"hello\n"
+    if isinstance(request, Stats):
+        return b"stats\n"
+    if isinstance(request, Peers):
+        return b"peers\n"
     return b"quit\n"
 
 
@@ -483,6 +639,11 @@ def summarize(request: Request) -> str:
     """A short text form of ``request`` for logs."""
     if isinstance(request, Insert):
         return "insert %s (%d entries)" % (" ".join(request.labels), len(request.entries))
+    if isinstance(request, Push):
+        return "push %s(%d entries)" % (
+            request.server + " " if request.server else "",
+            len(request.changes),
+        )
     return format_request(request).decode("ascii").strip()
 
 
@@ -598,3 +759,35 @@ def parse_field_line(line: bytes) -> tuple[str, str]:
     if not key:
         raise ProtocolError(ErrorCode.BAD_ENTRY, "empty field name")
     return key, value.strip()
+
+
+@dataclass(frozen=True, slots=True)
+class ChangesStatus:
+    """The status of a ``changes`` answer: ``ok N next CURSOR more|end``."""
+
+    count: int
+    cursor: str
+    more: bool
+
+
+def format_changes_status(count: int, cursor: str, more: bool) -> bytes:
+    """The status line of a ``changes`` answer."""
+    return format_ok(f"{count} next {cursor} {'more' if more else 'end'}")
+
+
+def parse_changes_status(status: Status) -> ChangesStatus:
+    """
+    Read the status of a ``changes`` answer.
+
+    :raises ProtocolError: ``bad-entry`` if it is not one.
+    """
+    words = status.text.split()
+    if (
+        len(words) != 4
+        or not words[0].isdigit()
+        or words[1] != "next"
+        or not _CURSOR_TOKEN.match(words[2])
+        or words[3] not in ("more", "end")
+    ):
+        raise ProtocolError(ErrorCode.BAD_ENTRY, "expected: ok N next CURSOR more|end")
+    return ChangesStatus(int(words[0]), words[2], words[3] == "more")

@@ -14,12 +14,11 @@ pinned seeds, exponential backoff).
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Literal, Sequence
 
 from halp.error import ProtocolError
-from halp.model import Entry, check_host, check_port
+from halp.model import Entry, check_host, check_port, format_host_port, parse_host_port
 
 __all__ = [
     "BACKOFF_BASE",
@@ -58,9 +57,6 @@ FORGET_AFTER = 7 * 86_400
 #: ``None`` when not known yet.
 Dialect = Literal["halp1", "libhalp"]
 
-_BRACKETED = re.compile(r"\[(?P<host>[^\]]*)\]:(?P<port>.*)\Z", re.DOTALL)
-
-
 @dataclass(frozen=True, order=True, slots=True)
 class ServerAddress:
     """Where a HALP server listens: a host (canonical form) and a port."""
@@ -69,9 +65,7 @@ class ServerAddress:
     port: int
 
     def __str__(self) -> str:
-        if ":" in self.host:
-            return f"[{self.host}]:{self.port}"
-        return f"{self.host}:{self.port}"
+        return format_host_port(self.host, self.port)
 
     @classmethod
     def of(cls, entry: Entry) -> ServerAddress:
@@ -99,17 +93,9 @@ def parse_server(text: str) -> tuple[ServerAddress, Dialect | None]:
         raise ValueError(
             f"bad server {text!r}: expected HOST:PORT, halp://HOST:PORT or libhalp://HOST:PORT"
         )
-    match = _BRACKETED.match(rest)
-    if match:
-        host, port = match.group("host"), match.group("port")
-    else:
-        host, sep, port = rest.rpartition(":")
-        if not sep or not host:
-            raise ValueError(f"bad server {text!r}: expected HOST:PORT")
-        if ":" in host:
-            raise ValueError(f"bad server {text!r}: write an IPv6 address as [ADDRESS]:PORT")
     try:
-        return ServerAddress(check_host(host), check_port(port)), dialect
+        host, port = parse_host_port(rest)
+        return ServerAddress(host, port), dialect
     except ProtocolError as e:
         raise ValueError(f"bad server {text!r}: {e.message}") from None
 

@@ -16,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from halp.core import HALPCore
 from halp.error import StoreError
-from halp.model import Entry, LabelInfo, Limits
+from halp.model import Change, Entry, LabelInfo, Limits, Merged
 from halp.server import HALPServerFactory, HALPServerProtocol, describe_address
 from halp.store.memory import MemoryStore
 
@@ -41,10 +41,8 @@ class HeldStore(MemoryStore):
     def get(self, label: str, start: int, stop: int, since: int) -> Deferred[list[Entry]]:
         return self._maybe_hold(super().get(label, start, stop, since))
 
-    def insert(
-        self, labels: Sequence[str], entries: Sequence[Entry], max_entries: int
-    ) -> Deferred[list[list[int | None]]]:
-        return self._maybe_hold(super().insert(labels, entries, max_entries))
+    def merge(self, changes: Sequence[Change], max_entries: int) -> Deferred[list[Merged]]:
+        return self._maybe_hold(super().merge(changes, max_entries))
 
     def release_one(self) -> None:
         d, later = self.waiting.pop(0)
@@ -168,7 +166,7 @@ class RequestTests(ServerTestCase):
             [
                 ("get a", "ok 0"),
                 ("(malformed request)", "error unknown-command unknown command 'bogus'; "
-                 "known: get, insert, hello, quit"),
+                 "known: get, insert, hello, quit, changes, push, stats, peers"),
             ],
         )
         self.assertTrue(all(e["peer"] == "192.168.1.1:54321" for e in events if "request" in e))
@@ -190,7 +188,7 @@ class PipelineTests(ServerTestCase):
         self.send(b"insert a\n%d h 1\n\nbogus\nget a\nhello\n" % NOW)
         self.assertEqual(self.transport.value(), b"")
         self.store.release_one()
-        self.assertEqual(self.lines(), [b"success: a %d h 1" % NOW, b"ok 1 stored 0 failed", b"error unknown-command unknown command 'bogus'; known: get, insert, hello, quit"])
+        self.assertEqual(self.lines(), [b"success: a %d h 1" % NOW, b"ok 1 stored 0 failed", b"error unknown-command unknown command 'bogus'; known: get, insert, hello, quit, changes, push, stats, peers"])
         self.store.release_one()
         lines = self.lines()
         self.assertEqual(lines[:2], [b"%d h 1" % NOW, b"ok 1"])
