@@ -21,8 +21,10 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from halp import __version__
+from halp.client.servers import ServerAddress, parse_server
 from halp.core import HALPCore
 from halp.error import StoreError
+from halp.federation import SYNC_INTERVAL, TEST_INTERVAL, Federation
 from halp.interfaces import IHostStore
 from halp.model import Limits
 from halp.server import HALPServerFactory, describe_address
@@ -87,6 +89,16 @@ def _count(option: str, low: int, high: int) -> Callable[[str], int]:
     return coerce
 
 
+def _public_address(text: str) -> ServerAddress:
+    try:
+        address, dialect = parse_server(text)
+    except ValueError as e:
+        raise ValueError(f"--public-address: {e}") from None
+    if dialect is not None:
+        raise ValueError(f"--public-address: expected HOST:PORT, not {text!r}")
+    return address
+
+
 def normalize_endpoint(description: str) -> str:
     """
     A bare port number means ``tcp:PORT``; any other value must be a server
@@ -121,6 +133,12 @@ class Options(usage.Options):
     )
 
     optFlags: list[list[Any]] = [
+        [
+            "no-federation",
+            None,
+            "Do not federate: no peers, no replication, no learning of "
+            "servers from the halp label.",
+        ],
         [
             "no-request-log",
             None,
@@ -166,12 +184,55 @@ class Options(usage.Options):
             "Seconds between purges of expired entries.",
             _seconds("purge-interval"),
         ],
+        [
+            "public-address",
+            None,
+            None,
+            "HOST:PORT where clients and other servers reach this server; "
+            "it is announced in the halp label.  Without it the server "
+            "federates but stays unlisted.",
+            _public_address,
+        ],
+        [
+            "fanout",
+            None,
+            5,
+            "Peers each new or newer entry is pushed to.",
+            _count("fanout", 1, 64),
+        ],
+        [
+            "sync-interval",
+            None,
+            SYNC_INTERVAL,
+            "Mean seconds between pulls of changes from a peer (each wait "
+            "is drawn from 80% to 120% of it).",
+            _seconds("sync-interval"),
+        ],
+        [
+            "peer-test-interval",
+            None,
+            TEST_INTERVAL,
+            "Seconds between tests of learned servers (one at a time).",
+            _seconds("peer-test-interval"),
+        ],
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self["ports"] = []
+        self["peers"] = []
         self._failed = False
+
+    def opt_peer(self, description: str) -> None:
+        """A HALP server to federate with, as HOST:PORT: a pinned seed, never forgotten (repeatable)."""  # noqa: E501
+        try:
+            address, dialect = parse_server(description)
+        except ValueError as e:
+            raise usage.UsageError(f"--peer: {e}") from None
+        if dialect == "libhalp":
+            raise usage.UsageError("--peer: a libhalp server cannot federate")
+        if address not in self["peers"]:
+            self["peers"].append(address)
 
     def opt_port(self, description: str) -> None:
         """Listen on this endpoint: a port number or a Twisted endpoint string such as tcp:7100:interface=127.0.0.1 or tcp6:7100 (repeatable; default tcp:7100)."""  # noqa: E501
@@ -197,6 +258,10 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if not self["ports"]:
             self["ports"] = [f"tcp:{DEFAULT_PORT}"]
+        if self["no-federation"] and (self["peers"] or self["public-address"]):
+            raise usage.UsageError(
+                "--no-federation: cannot be combined with --peer or --public-address"
+            )
         try:
             self["store-spec"] = parse_store_spec(self["store"])
         except ValueError as e:
@@ -331,6 +396,18 @@ def makeService(options: Options) -> IService:
     purge = TimerService(options["purge-interval"], core.purge)
     purge.clock = reactor
     purge.setServiceParent(top)
+    if not options["no-federation"]:
+        # Added after the store: services stop in reverse order, so the
+        # federation saves its state before the store closes.
+        Federation(
+            core,
+            reactor,
+            peers=options["peers"],
+            public=options["public-address"],
+            fanout=options["fanout"],
+            sync_interval=options["sync-interval"],
+            test_interval=options["peer-test-interval"],
+        ).setServiceParent(top)
     for description in options["ports"]:
         endpoint = serverFromString(reactor, description)
         ListenerService(description, endpoint, factory, reactor).setServiceParent(top)

@@ -21,7 +21,7 @@ reads one request, answers without a status line and closes.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Callable
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, fail, succeed
@@ -94,9 +94,22 @@ class FakeNetwork:
 
     def endpoint(self, address: ServerAddress) -> IStreamClientEndpoint:
         """The client endpoint for ``address``; pass as ``HALPClient(endpoint=...)``."""
-        return _Endpoint(self, address)
+        return _Endpoint(self, address, CLIENT_ADDRESS)
 
-    def connect(self, address: ServerAddress, factory: IProtocolFactory) -> Deferred[IProtocol]:
+    def endpoint_from(self, source: ServerAddress) -> Callable[[ServerAddress], IStreamClientEndpoint]:
+        """
+        Like :meth:`endpoint`, for connections that come from ``source``'s
+        host, as a server sees them: pass as ``Federation(endpoint=...)``.
+        """
+        origin = _address(ServerAddress(source.host, 40000))
+        return lambda address: _Endpoint(self, address, origin)
+
+    def connect(
+        self,
+        address: ServerAddress,
+        factory: IProtocolFactory,
+        source: IPv4Address | IPv6Address = CLIENT_ADDRESS,
+    ) -> Deferred[IProtocol]:
         self.attempts.append(address)
         if address not in self._listeners:
             return fail(ConnectionRefusedError(str(address)))
@@ -104,12 +117,12 @@ class FakeNetwork:
         if server_factory is None:
             return Deferred()
         host = _address(address)
-        server = server_factory.buildProtocol(CLIENT_ADDRESS)
+        server = server_factory.buildProtocol(source)
         client = factory.buildProtocol(host)
         if server is None or client is None:
             return fail(ConnectionRefusedError(str(address)))
-        server_transport = iosim.FakeTransport(server, True, host, CLIENT_ADDRESS)
-        client_transport = iosim.FakeTransport(client, False, CLIENT_ADDRESS, host)
+        server_transport = iosim.FakeTransport(server, True, host, source)
+        client_transport = iosim.FakeTransport(client, False, source, host)
         self._pumps.append(
             iosim.connect(server, server_transport, client, client_transport, greet=False, clock=self.clock)
         )
@@ -136,12 +149,18 @@ class FakeNetwork:
 
 @implementer(IStreamClientEndpoint)
 class _Endpoint:
-    def __init__(self, network: FakeNetwork, address: ServerAddress) -> None:
+    def __init__(
+        self,
+        network: FakeNetwork,
+        address: ServerAddress,
+        source: IPv4Address | IPv6Address,
+    ) -> None:
         self._network = network
         self._address = address
+        self._source = source
 
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
-        return self._network.connect(self._address, protocolFactory)
+        return self._network.connect(self._address, protocolFactory, self._source)
 
 
 # -- a libhalp server --------------------------------------------------------

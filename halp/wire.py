@@ -673,6 +673,11 @@ class ResponseReader:
     def __init__(self) -> None:
         self._lines: list[bytes] = []
 
+    @property
+    def pending(self) -> int:
+        """Data lines read since the last status line."""
+        return len(self._lines)
+
     def feed(self, line: bytes) -> Response | None:
         """Take one line, without its line ending; a :class:`Response` when complete."""
         status = parse_status(line)

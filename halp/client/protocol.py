@@ -27,11 +27,15 @@ from twisted.python.failure import Failure
 from halp.error import BadResponse, ConnectionClosed, ProtocolError
 from halp.wire import LineBuffer, Request, Response, ResponseReader, format_request
 
-__all__ = ["HALPClientProtocol", "MAX_RESPONSE_LINE"]
+__all__ = ["HALPClientProtocol", "MAX_RESPONSE_LINE", "MAX_RESPONSE_LINES"]
 
 #: The longest response line a client accepts.  Answers are short lines;
 #: the longest is a ``failure:`` line echoing a rejected request line.
 MAX_RESPONSE_LINE = 8192
+#: The most data lines one answer may have before its status line.  The
+#: longest answers (an insert into 16 labels of 100 entries, a page of 1000
+#: changes) are far shorter; a server that sends more is broken.
+MAX_RESPONSE_LINES = 10_000
 
 
 class HALPClientProtocol(Protocol):
@@ -123,6 +127,9 @@ class HALPClientProtocol(Protocol):
                 return
             response = self._reader.feed(line)
             if response is None:
+                if self._reader.pending > MAX_RESPONSE_LINES:
+                    self._broken(f"an answer of more than {MAX_RESPONSE_LINES} lines")
+                    return
                 continue
             if not self._pending:
                 self._broken("a response that answers no request")

@@ -47,6 +47,14 @@ MAX_LEARNED = 30
 BACKOFF_BASE = 60
 BACKOFF_CAP = 86_400
 
+#: A server that answers with something that is not HALP/1 loses this much
+#: quality.  A learned one is forgotten and not learned again for BAN_TIME
+#: seconds (Bitcoin bans a misbehaving peer for a day); a pinned one is not
+#: asked again for PINNED_BAN_TIME seconds at least.
+QUALITY_MISBEHAVED = 1000
+BAN_TIME = 86_400
+PINNED_BAN_TIME = 3600
+
 #: A learned server that failed this many times in a row, and has not
 #: answered for FORGET_AFTER seconds, is forgotten.
 FORGET_FAILURES = 10
@@ -226,6 +234,10 @@ class ServerTable:
         self.max_learned = max_learned
         self._records: dict[ServerAddress, ServerRecord] = {}
         self._told: dict[ServerAddress, Dialect] = {}
+        #: Servers that misbehaved, and until when they are not learned.
+        self._banned: dict[ServerAddress, int] = {}
+        #: Addresses never learned (this program's own).
+        self._ignored: set[ServerAddress] = set()
         for address, dialect in pinned:
             record = self._records.get(address)
             if record is None:
@@ -249,9 +261,12 @@ class ServerTable:
         # A damaged document costs statistics only: rows that are not
         # records are skipped, and a document that is not one is ignored.
         saved: dict[ServerAddress, ServerRecord] = {}
+        rows: object = []
         if document:
             try:
-                rows = json.loads(document).get("servers", [])
+                parsed = json.loads(document)
+                rows = parsed.get("servers", [])
+                self._load_banned(parsed.get("banned", []), now)
             except (ValueError, AttributeError, RecursionError):
                 rows = []
             for row in rows if isinstance(rows, list) else []:
@@ -269,6 +284,8 @@ class ServerTable:
         for entry in halp:
             address = ServerAddress.of(entry)
             known = self._records.get(address)
+            if known is None and self._refused(address, now):
+                continue
             if known is None:
                 known = saved.get(address) or ServerRecord(
                     address.host, address.port, first_seen=now
@@ -286,7 +303,25 @@ class ServerTable:
         for record in sorted(self._records.values(), key=lambda r: r.address):
             values = asdict(record)
             rows.append({k: values[k] for k in _SAVED})
-        return json.dumps({"version": 1, "servers": rows}, sort_keys=True)
+        banned = [
+            {"host": a.host, "port": a.port, "until": until}
+            for a, until in sorted(self._banned.items())
+        ]
+        return json.dumps({"version": 1, "servers": rows, "banned": banned}, sort_keys=True)
+
+    def _load_banned(self, rows: object, now: int) -> None:
+        for row in rows if isinstance(rows, list) else []:
+            if not isinstance(row, dict):
+                continue
+            host, port, until = row.get("host"), row.get("port"), row.get("until")
+            if not (isinstance(host, str) and _is_count(port) and isinstance(until, int)):
+                continue
+            try:
+                address = ServerAddress(check_host(host), check_port(str(port)))
+            except ProtocolError:
+                continue
+            if until > now:
+                self._banned[address] = until
 
     # -- reading -------------------------------------------------------------
 
@@ -346,6 +381,55 @@ class ServerTable:
         ):
             return None
         return record.dialect
+
+    def usable(self, record: ServerRecord) -> bool:
+        """
+        Whether a server may be used for replication: a pinned server, or
+        a learned one that passed a test, and in either case one whose
+        last exchange did not fail.
+        """
+        return (record.pinned or record.successes > 0) and record.failures_in_row == 0
+
+    def trusted(self) -> list[ServerRecord]:
+        """The :meth:`usable` servers, highest quality first."""
+        usable = [r for r in self._records.values() if self.usable(r)]
+        return sorted(usable, key=lambda r: (-r.quality, r.address))
+
+    def next_to_test(self, now: int, busy: Iterable[ServerAddress] = ()) -> ServerRecord | None:
+        """
+        The server to test next, or ``None``: one that is not
+        :meth:`usable` and not in backoff, never tested ones first (the
+        newest confirmed first), then the one whose backoff ended first.
+        """
+        skip = set(busy)
+        waiting = [
+            r
+            for r in self._records.values()
+            if not self.usable(r) and not r.in_backoff(now) and r.address not in skip
+        ]
+        if not waiting:
+            return None
+        return min(waiting, key=lambda r: (r.tested, r.retry_at, -r.confirmed, r.address))
+
+    def banned(self, now: int) -> dict[ServerAddress, int]:
+        """Servers banned for misbehaving, with the time their ban ends."""
+        return {a: until for a, until in self._banned.items() if until > now}
+
+    def ignore(self, address: ServerAddress) -> None:
+        """Never learn ``address`` (it is this program), and forget it now."""
+        self._ignored.add(address)
+        self._records.pop(address, None)
+
+    def _refused(self, address: ServerAddress, now: int) -> bool:
+        if address in self._ignored:
+            return True
+        until = self._banned.get(address)
+        if until is None:
+            return False
+        if until <= now:
+            del self._banned[address]
+            return False
+        return True
 
     # -- what happened -------------------------------------------------------
 
@@ -414,6 +498,29 @@ class ServerTable:
             return [address]
         return []
 
+    def misbehaved(self, address: ServerAddress, now: int) -> list[ServerAddress]:
+        """
+        A server answered with something that is not HALP/1: garbage, a
+        broken answer, or an answer that breaks the protocol's limits.
+
+        It counts as a failure and costs :data:`QUALITY_MISBEHAVED`.  A
+        learned server is forgotten and banned for :data:`BAN_TIME`; a
+        pinned one is not asked for :data:`PINNED_BAN_TIME` at least.
+
+        :return: the server itself if it is now forgotten.
+        """
+        record = self._records.get(address)
+        if record is None:
+            return []
+        forgotten = self.failed(address, now)
+        record.quality = max(0, record.quality - (QUALITY_MISBEHAVED - QUALITY_FAILURE))
+        if record.pinned:
+            record.retry_at = max(record.retry_at, now + PINNED_BAN_TIME)
+            return forgotten
+        self._banned[address] = now + BAN_TIME
+        self._records.pop(address, None)
+        return [address]
+
     def learn(
         self, entries: Iterable[Entry], now: int, *, insist: bool = False
     ) -> tuple[list[Entry], list[ServerAddress]]:
@@ -445,6 +552,9 @@ class ServerTable:
                 record.confirmed = max(record.confirmed, confirmed)
                 keep.append(entry)
                 continue
+            if self._refused(address, now) and not insist:
+                continue
+            self._banned.pop(address, None)
             learned = [r for r in self._records.values() if not r.pinned]
             if len(learned) >= self.max_learned:
                 if not learned:

@@ -22,6 +22,8 @@ from halp.server import HALPServerFactory
 from halp.store import StoreSpec
 from halp.store.memory import MemoryStore
 from halp.store.sqlite import SQLiteStore
+from halp.client.servers import ServerAddress
+from halp.federation import Federation
 from halp.tap import ListenerService, Options, StoreService, makeService, parse_duration
 
 
@@ -50,6 +52,12 @@ class OptionsTests(SynchronousTestCase):
                 "idle-timeout",
                 "purge-interval",
                 "no-request-log",
+                "no-federation",
+                "peers",
+                "public-address",
+                "fanout",
+                "sync-interval",
+                "peer-test-interval",
             )},
             {
                 "ports": ["tcp:7100"],
@@ -59,6 +67,12 @@ class OptionsTests(SynchronousTestCase):
                 "idle-timeout": 60.0,
                 "purge-interval": 60.0,
                 "no-request-log": False,
+                "no-federation": False,
+                "peers": [],
+                "public-address": None,
+                "fanout": 5,
+                "sync-interval": 250.0,
+                "peer-test-interval": 3.0,
             },
         )
         self.assertEqual(
@@ -82,7 +96,11 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options.limits(), Limits(max_entries=50, ttl=5400))
         self.assertEqual((options["idle-timeout"], options["purge-interval"]), (5.5, 10.0))
         self.assertTrue(options["no-request-log"])
-        factory = list(IServiceCollection(makeService(options)))[2].factory
+        (listener, _) = [
+            s for s in IServiceCollection(makeService(options)) if isinstance(s, ListenerService)
+        ]
+        factory = listener.factory
+        assert isinstance(factory, HALPServerFactory)
         self.assertFalse(factory.log_requests)
 
     def test_sqlite_options(self) -> None:
@@ -103,6 +121,14 @@ class OptionsTests(SynchronousTestCase):
             (["--store", "sqlite:x?journal=off"], "--store: unknown SQLite option 'journal'"),
             (["--store", "sqlite:x?synchronous=off"], "--store: synchronous must be"),
             (["--nonsense"], "nonsense"),
+            (["--peer", "nohost"], "--peer: bad server 'nohost': expected HOST:PORT"),
+            (["--peer", "libhalp://192.0.2.1:7100"], "--peer: a libhalp server cannot federate"),
+            (["--public-address", "192.0.2.1:0"], "--public-address: bad server"),
+            (["--public-address", "halp://192.0.2.1:1"], "--public-address: expected HOST:PORT"),
+            (["--fanout", "0"], "--fanout: expected an integer from 1 to 64"),
+            (["--sync-interval", "0"], "--sync-interval: expected seconds"),
+            (["--peer-test-interval", "x"], "--peer-test-interval: expected seconds"),
+            (["--no-federation", "--peer", "192.0.2.1:7100"], "cannot be combined"),
         ]:
             options = Options()
             e = self.assertRaises(UsageError, options.parseOptions, argv)
@@ -135,7 +161,8 @@ class MakeServiceTests(SynchronousTestCase):
         assert isinstance(children[0], StoreService)
         self.assertIsInstance(children[0].store, MemoryStore)
         self.assertIsInstance(children[1], TimerService)
-        listeners = children[2:]
+        self.assertIsInstance(children[2], Federation)
+        listeners = children[3:]
         self.assertEqual([type(s) for s in listeners], [ListenerService, ListenerService])
         assert isinstance(listeners[0], ListenerService)
         self.assertEqual([s.description for s in listeners], ["tcp:0", "tcp6:0"])
@@ -143,6 +170,38 @@ class MakeServiceTests(SynchronousTestCase):
         assert isinstance(factory, HALPServerFactory)
         self.assertEqual(factory.core.limits.ttl, 3600)
         self.assertIs(factory.core.store, children[0].store)
+        federation = children[2]
+        assert isinstance(federation, Federation)
+        self.assertIs(federation.core, factory.core)
+        self.assertIs(factory.core.peer_source, federation)
+
+    def test_federation_options_reach_the_federation(self) -> None:
+        options = parse(
+            "--store", "memory",
+            "--public-address", "halp.example:7100",
+            "--peer", "192.0.2.1:7100",
+            "--peer", "halp://[2001:db8::1]:7101",
+            "--fanout", "3",
+            "--sync-interval", "2",
+            "--peer-test-interval", "0.5",
+        )
+        (federation,) = [
+            s for s in IServiceCollection(makeService(options)) if isinstance(s, Federation)
+        ]
+        self.assertEqual(federation.public, ServerAddress("halp.example", 7100))
+        self.assertEqual(
+            sorted(str(r.address) for r in federation.table.records() if r.pinned),
+            ["192.0.2.1:7100", "[2001:db8::1]:7101"],
+        )
+        self.assertEqual(
+            (federation.fanout, federation.sync_interval, federation.test_interval),
+            (3, 2.0, 0.5),
+        )
+
+    def test_no_federation(self) -> None:
+        options = parse("--store", "memory", "--no-federation")
+        services = list(IServiceCollection(makeService(options)))
+        self.assertFalse([s for s in services if isinstance(s, Federation)])
 
     def test_store_is_checked_when_the_service_starts(self) -> None:
         path = self.mktemp()
