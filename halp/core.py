@@ -341,13 +341,15 @@ class HALPCore:
 
         def done(merged: list[Merged]) -> Replicated:
             changed = [c for c, m in zip(accepted, merged) if m.changed]
+            evicted = 0
             for c, m in zip(accepted, merged):
                 if m.stored is None:
+                    evicted += 1
                     refused.append(Refused(c.label, _raw(c.entry), self._evicted()))
             self._notify(changed, relay)
             self.stats.increment(counter, len(changed))
             self.stats.increment("entries-rejected", len(refused))
-            return Replicated(len(changed), len(accepted) - len(changed), refused)
+            return Replicated(len(changed), len(accepted) - len(changed) - evicted, refused)
 
         return d.addCallback(done)
 

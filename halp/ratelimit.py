@@ -67,6 +67,8 @@ class KeyedLimiter(Generic[K]):
     """
 
     def __init__(self, rate: float, burst: float, max_keys: int = 10_000) -> None:
+        if rate <= 0 or burst <= 0 or max_keys < 1:
+            raise ValueError("rate, burst and max_keys must be positive")
         self.rate = rate
         self.burst = burst
         self.max_keys = max_keys

@@ -29,7 +29,7 @@ from zope.interface import implementer
 
 from halp.core import HALPCore, Page, Refused, Replicated, Stored
 from halp.error import ErrorCode, ProtocolError, StoreError
-from halp.model import ChangePage, Entry, LabelInfo
+from halp.model import ChangePage, Entry, LabelInfo, check_host
 from halp.wire import (
     Changes,
     Get,
@@ -79,6 +79,16 @@ def describe_address(address: IAddress) -> str:
     return f"{host}:{port}"
 
 
+def _source(address: IAddress) -> str:
+    host = getattr(address, "host", None)
+    if not isinstance(host, str):
+        return ""
+    try:
+        return check_host(host)
+    except ProtocolError:
+        return ""
+
+
 @implementer(IHalfCloseableProtocol, IPushProducer)
 class HALPServerProtocol(Protocol):
     """
@@ -123,7 +133,9 @@ class HALPServerProtocol(Protocol):
         self._idle_call: IDelayedCall | None = None
         self._abort_call: IDelayedCall | None = None
         self.peer = "?"
-        self.peer_host = "?"
+        #: The peer's host as an entry's source: its canonical address, or
+        #: "" when it has none (a UNIX socket, a scoped IPv6 address).
+        self.peer_host = ""
 
     # -- connection lifecycle -----------------------------------------------
 
@@ -133,7 +145,7 @@ class HALPServerProtocol(Protocol):
         self._decoder = RequestDecoder(factory.core.limits)
         address = self.transport.getPeer()
         self.peer = describe_address(address)
-        self.peer_host = str(getattr(address, "host", "")) or self.peer
+        self.peer_host = _source(address)
         self.transport.registerProducer(self, True)
         factory.connection_opened(self)
         self._reset_idle()

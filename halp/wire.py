@@ -258,7 +258,10 @@ def _parse_push_header(args: list[bytes]) -> str | None:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "usage: push [HOST:PORT]")
     if not args:
         return None
-    host, port = parse_host_port(_ascii(args[0], "server"))
+    try:
+        host, port = parse_host_port(_ascii(args[0], "server"))
+    except ProtocolError as e:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"push: {e.message}") from None
     return format_host_port(host, port)
 
 

@@ -7,18 +7,20 @@ from __future__ import annotations
 
 from typing import Any, Sequence, cast
 
-from twisted.internet.address import IPv6Address
+from twisted.internet.address import IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver, StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from halp.core import HALPCore
+from halp.core import HALPCore, PeerStatus
 from halp.error import StoreError
 from halp.model import Change, Entry, LabelInfo, Limits, Merged
 from halp.server import HALPServerFactory, HALPServerProtocol, describe_address
+from halp.stats import COUNTERS
 from halp.store.memory import MemoryStore
+from halp.wire import ChangesStatus, parse_changes_status, parse_status
 
 NOW = 1_800_000_000
 
@@ -470,3 +472,239 @@ class FactoryTests(ServerTestCase):
         self.send(b"get a/b/\n")
         self.assertEqual(self.lines(), [b"%d c" % NOW, b"ok 1"])
         self.assertEqual(LabelInfo(NOW, "a/b/c").segment, "c")
+
+
+# -- federation requests -------------------------------------------------------
+
+
+class FakePeers:
+    def __init__(self, peers: list[PeerStatus]) -> None:
+        self._peers = peers
+
+    def peers(self) -> list[PeerStatus]:
+        return list(self._peers)
+
+
+class FederationRequestTests(ServerTestCase):
+    def feed(self) -> list[Change]:
+        return self.successResultOf(self.store.changes("0", 1000, 0)).changes
+
+    def changes_status(self, line: bytes) -> ChangesStatus:
+        status = parse_status(line)
+        assert status is not None and status.ok, line
+        return parse_changes_status(status)
+
+    def test_changes(self) -> None:
+        self.send(b"insert a\n%d 198.51.100.7 6881\n\n" % (NOW - 1))
+        self.successResultOf(self.core.push([Change("b", Entry(NOW, "h", 1), "192.0.2.9")], "p:1", "p"))
+        self.lines()
+        self.send(b"changes 0\n")
+        *data, status = self.lines()
+        self.assertEqual(
+            data, [b"a %d 198.51.100.7 6881 192.168.1.1" % (NOW - 1), b"b %d h 1 192.0.2.9" % NOW]
+        )
+        parsed = self.changes_status(status)
+        self.assertEqual((parsed.count, parsed.more), (2, False))
+        self.send(b"changes %s\n" % parsed.cursor.encode())
+        self.assertEqual(self.lines(), [b"ok 0 next %s end" % parsed.cursor.encode()])
+
+    def test_changes_in_pages(self) -> None:
+        self.send(b"insert a\n%d h 1\n%d h 2\n%d h 3\n\n" % (NOW, NOW, NOW))
+        self.lines()
+        self.send(b"changes 0 2\n")
+        *data, status = self.lines()
+        self.assertEqual(data, [b"a %d h 1 192.168.1.1" % NOW, b"a %d h 2 192.168.1.1" % NOW])
+        first = self.changes_status(status)
+        self.assertEqual((first.count, first.more), (2, True))
+        self.send(b"changes %s 2\n" % first.cursor.encode())
+        *data, status = self.lines()
+        self.assertEqual(data, [b"a %d h 3 192.168.1.1" % NOW])
+        second = self.changes_status(status)
+        self.assertEqual((second.count, second.more), (1, False))
+        self.assertNotEqual(first.cursor, second.cursor)
+
+    def test_changes_of_an_empty_store(self) -> None:
+        self.send(b"changes 0\n")
+        (status,) = self.lines()
+        empty = self.changes_status(status)
+        self.assertEqual((empty.count, empty.more), (0, False))
+        self.send(b"insert a\n%d h 1\n\n" % NOW)
+        self.lines()
+        self.send(b"changes %s\n" % empty.cursor.encode())
+        self.assertEqual(self.lines()[0], b"a %d h 1 192.168.1.1" % NOW)
+
+    def test_bad_changes_requests(self) -> None:
+        self.send(b"changes\nchanges a/b\nchanges 0 0\n")
+        self.assertEqual(
+            self.lines(),
+            [
+                b"error bad-request usage: changes CURSOR [LIMIT]",
+                b"error bad-request a cursor is 0 or a word a changes answer gave",
+                b"error bad-range the limit is a positive number",
+            ],
+        )
+        self.assertEqual(self.core.stats["changes-served"], 0)
+
+    def test_push(self) -> None:
+        self.send(
+            b"push 203.0.113.5:7100\n"
+            b"a %d 198.51.100.7 6881 192.0.2.1\n"
+            b"junk\n"
+            b"a 5 h 1\n"
+            b"b %d h 2 -\n"
+            b"\n" % (NOW + 60, NOW - 1)
+        )
+        self.assertEqual(
+            self.lines(),
+            [
+                b"failure: junk ; expected LABEL TIMESTAMP HOST PORT [SOURCE]",
+                b"failure: a 5 h 1 ; expired: confirmed more than 86400 s ago",
+                b"ok 2 changed 0 unchanged 2 refused",
+            ],
+        )
+        self.assertEqual(
+            self.feed(),
+            [
+                Change("a", Entry(NOW, "198.51.100.7", 6881), "192.0.2.1", "203.0.113.5:7100"),
+                Change("b", Entry(NOW - 1, "h", 2), "", "203.0.113.5:7100"),
+            ],
+        )
+        self.send(b"push 203.0.113.5:7100\nb %d h 2 -\n\n" % (NOW - 1))
+        self.assertEqual(self.lines(), [b"ok 0 changed 1 unchanged 0 refused"])
+        self.assertEqual(self.core.stats["push-received"], 2)
+        self.assertEqual(self.core.stats["entries-replicated"], 2)
+        self.assertEqual(self.core.stats["entries-rejected"], 2)
+
+    def test_push_without_a_name_is_via_the_connection_address(self) -> None:
+        self.send(b"push\na %d h 1 192.0.2.1\n\n" % NOW)
+        self.assertEqual(self.lines(), [b"ok 1 changed 0 unchanged 0 refused"])
+        self.assertEqual(self.feed(), [Change("a", Entry(NOW, "h", 1), "192.0.2.1", "192.168.1.1")])
+
+    def test_bad_push_header_merges_nothing(self) -> None:
+        self.send(b"push 203.0.113.5\na %d h 1\n\nget a\n" % NOW)
+        lines = self.lines()
+        self.assertEqual(len(lines), 2)
+        self.assertTrue(lines[0].startswith(b"error "), lines[0])
+        self.assertEqual(lines[1], b"ok 0")
+        self.assertEqual(self.feed(), [])
+        self.assertEqual(self.core.stats["push-received"], 0)
+
+    def test_too_many_push_lines(self) -> None:
+        self.core.limits = Limits(max_line=100, max_gossip_entries=2)
+        self.proto, self.transport = self.connect()
+        self.send(b"push\na %d h 1\na %d h 2\na %d h 3\n\n" % (NOW, NOW, NOW))
+        self.assertEqual(
+            self.lines(), [b"error too-many-entries 3 entry lines; at most 2 per push"]
+        )
+        self.assertEqual(self.feed(), [])
+
+    def test_throttled_push_is_busy(self) -> None:
+        self.core = HALPCore(
+            self.store, self.clock, Limits(max_line=100, max_gossip_entries=2),
+            push_rate=1.0, push_burst=2.0,
+        )
+        self.factory = HALPServerFactory(self.core, self.clock)
+        self.proto, self.transport = self.connect()
+        self.send(b"push\na %d h 1\na %d h 2\n\n" % (NOW, NOW))
+        self.assertEqual(self.lines(), [b"ok 2 changed 0 unchanged 0 refused"])
+        self.send(b"push\nb %d h 1\n\nget b\n" % NOW)
+        self.assertEqual(
+            self.lines(), [b"error busy too many entries pushed; try again in 1 s", b"ok 0"]
+        )
+        self.assertFalse(self.transport.disconnecting)
+        self.assertEqual(self.core.stats["push-throttled"], 1)
+        # Another connection from the same address shares the bucket.
+        self.proto, self.transport = self.connect()
+        self.send(b"push\nb %d h 1\n\n" % NOW)
+        self.assertEqual(self.lines(), [b"error busy too many entries pushed; try again in 1 s"])
+        self.clock.advance(1)
+        self.send(b"push\nb %d h 1\n\n" % NOW)
+        self.assertEqual(self.lines(), [b"ok 1 changed 0 unchanged 0 refused"])
+
+    def test_insert_records_the_client_address_as_source(self) -> None:
+        self.send(b"insert a b\n%d h 1\n\n" % NOW)
+        self.lines()
+        self.assertEqual(
+            self.feed(),
+            [
+                Change("a", Entry(NOW, "h", 1), "192.168.1.1", ""),
+                Change("b", Entry(NOW, "h", 1), "192.168.1.1", ""),
+            ],
+        )
+
+    def test_insert_over_ipv6_records_the_bare_host(self) -> None:
+        transport = StringTransport(peerAddress=IPv6Address("TCP", "2001:db8::7", 40000))
+        self.proto = cast(HALPServerProtocol, self.factory.buildProtocol(transport.getPeer()))
+        self.proto.makeConnection(transport)
+        self.transport = transport
+        self.send(b"insert a\n%d h 1\n\nchanges 0\n" % NOW)
+        self.assertEqual(self.lines()[2], b"a %d h 1 2001:db8::7" % NOW)
+
+    def test_a_source_that_is_not_a_host_is_left_unknown(self) -> None:
+        for address in (
+            IPv6Address("TCP", "fe80::1%eth0", 40000),
+            UNIXAddress(None),
+            UNIXAddress(b"/tmp/a socket"),
+        ):
+            transport = StringTransport(peerAddress=address)
+            self.proto = cast(HALPServerProtocol, self.factory.buildProtocol(address))
+            self.proto.makeConnection(transport)
+            self.transport = transport
+            self.send(b"insert u\n%d h 1\n\nchanges 0\n" % NOW)
+            lines = self.lines()
+            self.assertIn(b"u %d h 1 -" % NOW, lines, address)
+
+    def test_stats(self) -> None:
+        self.clock.advance(30)
+        self.send(b"insert a\n%d h 1\n\n" % NOW)
+        self.lines()
+        self.send(b"stats\n")
+        lines = self.lines()
+        self.assertEqual(lines[0], b"uptime 30")
+        self.assertEqual(lines[-1], b"ok")
+        fields = [line.split(b" ") for line in lines[1:-1]]
+        self.assertEqual([f[0].decode() for f in fields], list(COUNTERS))
+        self.assertTrue(all(len(f) == 2 and f[1].isdigit() for f in fields))
+        self.assertIn([b"entries-inserted", b"1"], fields)
+
+    def test_stats_and_peers_take_no_arguments(self) -> None:
+        self.send(b"stats now\npeers all\n")
+        self.assertEqual(
+            self.lines(), [b"error bad-request usage: stats", b"error bad-request usage: peers"]
+        )
+
+    def test_no_peers(self) -> None:
+        self.send(b"peers\n")
+        self.assertEqual(self.lines(), [b"ok 0"])
+
+    def test_peers(self) -> None:
+        self.core.peer_source = FakePeers(
+            [
+                PeerStatus("192.0.2.1:7100", "trusted", 9, True),
+                PeerStatus("[2001:db8::1]:7100", "backoff", 0, False),
+            ]
+        )
+        self.send(b"peers\n")
+        self.assertEqual(
+            self.lines(),
+            [b"192.0.2.1:7100 trusted 9 pinned", b"[2001:db8::1]:7100 backoff 0", b"ok 2"],
+        )
+
+    def test_hello_announces_federation(self) -> None:
+        self.send(b"hello\n")
+        lines = self.lines()
+        self.assertIn(b"features changes push stats peers", lines)
+        self.assertIn(b"node " + self.core.node_id.encode(), lines)
+        self.assertIn(b"max-gossip-entries 1000", lines)
+
+    def test_federation_requests_pipeline_in_order(self) -> None:
+        self.store.hold = True
+        self.send(b"push\na %d h 1\n\nstats\nchanges 0\n" % NOW)
+        self.assertEqual(self.transport.value(), b"")
+        self.store.release_one()
+        lines = self.lines()
+        self.assertEqual(lines[0], b"ok 1 changed 0 unchanged 0 refused")
+        self.assertEqual(lines[1], b"uptime 0")
+        self.assertIn(b"entries-replicated 1", lines)
+        self.assertEqual(lines[-2], b"a %d h 1 -" % NOW)
+        self.assertTrue(lines[-1].startswith(b"ok 1 next "))

@@ -708,3 +708,442 @@ class ClientSidePropertyTests(SynchronousTestCase):
                 parse(line)
             except ProtocolError:
                 pass
+
+
+# -- federation requests -----------------------------------------------------------
+#
+# changes, push, stats and peers: what servers send each other.
+
+from halp.model import Change, format_host_port  # noqa: E402
+from halp.wire import (  # noqa: E402
+    Changes,
+    ChangesStatus,
+    Peers,
+    Push,
+    Stats,
+    format_change,
+    format_changes_status,
+    format_peer,
+    parse_change_line,
+    parse_changes_status,
+)
+
+
+def assert_error(
+    case: SynchronousTestCase, item: object, code: ErrorCode, text: str = ""
+) -> ProtocolError:
+    """``item`` is a :class:`ProtocolError` with ``code`` and ``text`` in its message."""
+    case.assertIsInstance(item, ProtocolError)
+    assert isinstance(item, ProtocolError)
+    case.assertEqual(item.code, code)
+    case.assertIn(text, item.message)
+    return item
+
+
+class ChangesRequestTests(SynchronousTestCase):
+    def test_cursor_only(self) -> None:
+        self.assertEqual(one(b"changes 0"), Changes("0"))
+        self.assertEqual(one(b"changes 0"), Changes("0", None))
+
+    def test_cursor_and_limit(self) -> None:
+        self.assertEqual(one(b"changes 9f3a:17 50"), Changes("9f3a:17", 50))
+        self.assertEqual(one(b"  changes\t0 \t1\r"), Changes("0", 1))
+
+    def test_cursors_a_server_makes_are_accepted(self) -> None:
+        cursor = "0123456789abcdef:" + "9" * 18
+        self.assertEqual(one(b"changes " + cursor.encode()), Changes(cursor))
+        self.assertEqual(one(b"changes A-Z_a.z:0"), Changes("A-Z_a.z:0"))
+
+    def test_usage(self) -> None:
+        for line in (b"changes", b"changes 0 5 extra"):
+            assert_error(self, one(line), ErrorCode.BAD_REQUEST, "usage: changes CURSOR [LIMIT]")
+
+    def test_bad_cursors(self) -> None:
+        for line in (
+            b"changes a/b",
+            b"changes a;b",
+            b"changes *",
+            b"changes [0]",
+            b"changes " + b"1" * 65,
+        ):
+            assert_error(self, one(line), ErrorCode.BAD_REQUEST, "a cursor is 0")
+
+    def test_longest_cursor(self) -> None:
+        self.assertEqual(one(b"changes " + b"a" * 64), Changes("a" * 64))
+
+    def test_non_ascii_cursor(self) -> None:
+        assert_error(self, one(b"changes caf\xc3\xa9"), ErrorCode.BAD_REQUEST, "cursor is not ASCII")
+
+    def test_bad_limits(self) -> None:
+        for line in (
+            b"changes 0 0",
+            b"changes 0 000",
+            b"changes 0 -1",
+            b"changes 0 +5",
+            b"changes 0 ten",
+            b"changes 0 1.5",
+            b"changes 0 1000000000",
+            b"changes 0 0000000001",
+        ):
+            assert_error(self, one(line), ErrorCode.BAD_RANGE, "the limit is a positive number")
+
+    def test_non_ascii_limit(self) -> None:
+        # A digit outside ASCII is not a digit on the wire.
+        assert_error(self, one(b"changes 0 \xd9\xa3"), ErrorCode.BAD_REQUEST, "limit is not ASCII")
+
+    def test_largest_limit_is_parsed_not_capped(self) -> None:
+        """The codec leaves the cap to the core: nine digits are a limit."""
+        self.assertEqual(one(b"changes 0 999999999"), Changes("0", 999_999_999))
+        self.assertEqual(one(b"changes 0 000000007"), Changes("0", 7))
+
+
+class PushRequestTests(SynchronousTestCase):
+    def test_block(self) -> None:
+        items = decode(
+            b"push 203.0.113.5:7100",
+            b"a 1700000000 198.51.100.7 6881 192.0.2.1",
+            b"b/c\t1700000001  Example.COM 80\r",
+            b"a 1700000002 h 1 -",
+            b"",
+        )
+        self.assertEqual(
+            items,
+            [
+                Push(
+                    "203.0.113.5:7100",
+                    (
+                        Change("a", Entry(NOW, "198.51.100.7", 6881), "192.0.2.1"),
+                        Change("b/c", Entry(NOW + 1, "example.com", 80)),
+                        Change("a", Entry(NOW + 2, "h", 1)),
+                    ),
+                )
+            ],
+        )
+
+    def test_without_a_server(self) -> None:
+        self.assertEqual(decode(b"push", b""), [Push(None, ())])
+
+    def test_server_is_canonical(self) -> None:
+        self.assertEqual(decode(b"push HALP.Example.:7100", b""), [Push("halp.example:7100", ())])
+        self.assertEqual(
+            decode(b"push [2001:DB8:0::1]:7100", b""), [Push("[2001:db8::1]:7100", ())]
+        )
+
+    def test_the_server_of_one_push_is_not_kept_for_the_next(self) -> None:
+        items = decode(b"push 203.0.113.5:7100", b"", b"push", b"")
+        self.assertEqual(items, [Push("203.0.113.5:7100", ()), Push(None, ())])
+
+    def test_bad_headers_still_consume_the_block(self) -> None:
+        for header, text in (
+            (b"push 203.0.113.5", "HOST:PORT"),
+            (b"push 203.0.113.5:0", "bad port"),
+            (b"push 2001:db8::1:7100", "[ADDRESS]:PORT"),
+            (b"push bad!host:7100", "bad host"),
+            (b"push caf\xc3\xa9:1", "server is not ASCII"),
+        ):
+            items = decode(header, b"a 1700000000 h 1", b"get x", b"", b"get y")
+            self.assertEqual(len(items), 2, header)
+            error = items[0]
+            assert isinstance(error, ProtocolError), header
+            self.assertIn(text, error.message)
+            # bad-entry never appears in a status line (docs/protocol.rst).
+            self.assertEqual(error.code, ErrorCode.BAD_REQUEST, header)
+            self.assertEqual(items[1], Get("y"))
+
+    def test_two_servers_is_a_usage_error(self) -> None:
+        items = decode(b"push 192.0.2.1:1 192.0.2.2:2", b"a 1700000000 h 1", b"", b"get y")
+        assert_error(self, items[0], ErrorCode.BAD_REQUEST, "usage: push [HOST:PORT]")
+        self.assertEqual(items[1:], [Get("y")])
+
+    def test_block_lines_are_not_commands(self) -> None:
+        self.assertEqual(
+            decode(b"push", b"get a", b"quit", b"", b"quit"),
+            [
+                Push(
+                    None,
+                    (
+                        RejectedEntry("get a", "expected LABEL TIMESTAMP HOST PORT [SOURCE]"),
+                        RejectedEntry("quit", "expected LABEL TIMESTAMP HOST PORT [SOURCE]"),
+                    ),
+                ),
+                Quit(),
+            ],
+        )
+
+    def test_bad_change_lines_are_kept_with_their_reason(self) -> None:
+        (item,) = decode(
+            b"push",
+            b"a 1 h 0",
+            b"a x h 1",
+            b"a 1 999.1.1.1 1",
+            b"bad!label 1 h 1",
+            b"labels 1 h 1",
+            b"a 1 h 1 bad!source",
+            b"a 1 h 1 ::1%eth0",
+            b"a 1 h",
+            b"a 1 h 1 s extra",
+            b"caf\xc3\xa9 1 h 1",
+            b"  a 1 h 1 src\\ \t",
+            b"a 1 h 1 s.example",
+            b"",
+        )
+        assert isinstance(item, Push)
+        self.assertEqual(
+            [
+                (e.raw, e.reason.split(":")[0]) if isinstance(e, RejectedEntry) else e
+                for e in item.changes
+            ],
+            [
+                ("a 1 h 0", "bad port"),
+                ("a x h 1", "bad timestamp"),
+                ("a 1 999.1.1.1 1", "bad host"),
+                ("bad!label 1 h 1", "bad label segment 'bad!label'"),
+                ("labels 1 h 1", "label 'labels' is reserved"),
+                ("a 1 h 1 bad!source", "bad host"),
+                ("a 1 h 1 ::1%eth0", "bad host"),
+                ("a 1 h", "expected LABEL TIMESTAMP HOST PORT [SOURCE]"),
+                ("a 1 h 1 s extra", "expected LABEL TIMESTAMP HOST PORT [SOURCE]"),
+                ("caf\\xc3\\xa9 1 h 1", "label is not ASCII"),
+                ("a 1 h 1 src\\x5c", "bad host"),
+                Change("a", Entry(1, "h", 1), "s.example"),
+            ],
+        )
+
+    def test_too_many_lines(self) -> None:
+        decoder = RequestDecoder(Limits(max_gossip_entries=3, max_insert_entries=100))
+        self.assertIsNone(decoder.feed(b"push 192.0.2.1:7100"))
+        for i in range(500):
+            self.assertIsNone(decoder.feed(b"a 1 h %d" % (i + 1)))
+        self.assertEqual(len(decoder._entries), 3)
+        item = decoder.feed(b"")
+        assert_error(self, item, ErrorCode.TOO_MANY_ENTRIES, "500 entry lines; at most 3 per push")
+        self.assertFalse(decoder.in_block)
+        self.assertEqual(decoder.feed(b"stats"), Stats())
+
+    def test_bad_lines_count_against_the_limit(self) -> None:
+        (item,) = decode(b"push", b"junk", b"a 1 h 1", b"", limits=Limits(max_gossip_entries=1))
+        assert_error(self, item, ErrorCode.TOO_MANY_ENTRIES, "2 entry lines; at most 1 per push")
+
+    def test_push_and_insert_have_their_own_limits(self) -> None:
+        limits = Limits(max_gossip_entries=3, max_insert_entries=1)
+        items = decode(
+            b"push", b"a 1 h 1", b"a 1 h 2", b"a 1 h 3", b"",
+            b"insert a", b"1 h 1", b"1 h 2", b"",
+            limits=limits,
+        )
+        self.assertIsInstance(items[0], Push)
+        assert_error(self, items[1], ErrorCode.TOO_MANY_ENTRIES, "2 entry lines; at most 1 per insert")
+        limits = Limits(max_gossip_entries=1, max_insert_entries=3)
+        items = decode(
+            b"insert a", b"1 h 1", b"1 h 2", b"",
+            b"push", b"a 1 h 1", b"a 1 h 2", b"",
+            limits=limits,
+        )
+        self.assertIsInstance(items[0], Insert)
+        assert_error(self, items[1], ErrorCode.TOO_MANY_ENTRIES, "at most 1 per push")
+
+    def test_exactly_the_limit_is_fine(self) -> None:
+        lines = [b"a 1 h %d" % (i + 1) for i in range(3)]
+        (item,) = decode(b"push", *lines, b"", limits=Limits(max_gossip_entries=3))
+        assert isinstance(item, Push)
+        self.assertEqual(len(item.changes), 3)
+
+    def test_end_closes_an_open_block(self) -> None:
+        decoder = RequestDecoder(Limits())
+        decoder.feed(b"push 192.0.2.1:7100")
+        decoder.feed(b"a 1700000000 h 1")
+        self.assertTrue(decoder.in_block)
+        self.assertEqual(
+            decoder.end(), Push("192.0.2.1:7100", (Change("a", Entry(NOW, "h", 1)),))
+        )
+        self.assertFalse(decoder.in_block)
+        self.assertIsNone(decoder.end())
+
+
+class StatsAndPeersRequestTests(SynchronousTestCase):
+    def test_requests(self) -> None:
+        self.assertEqual(one(b"stats"), Stats())
+        self.assertEqual(one(b" peers \r"), Peers())
+
+    def test_arguments_are_refused(self) -> None:
+        assert_error(self, one(b"stats all"), ErrorCode.BAD_REQUEST, "usage: stats")
+        assert_error(self, one(b"peers 10"), ErrorCode.BAD_REQUEST, "usage: peers")
+
+    def test_commands_are_case_sensitive(self) -> None:
+        assert_error(self, one(b"STATS"), ErrorCode.UNKNOWN_COMMAND, "'STATS'")
+        assert_error(self, one(b"Changes 0"), ErrorCode.UNKNOWN_COMMAND)
+
+
+class ChangeLineTests(SynchronousTestCase):
+    def test_parse(self) -> None:
+        self.assertEqual(
+            parse_change_line(b"a/b 5 198.51.100.7 6881 192.0.2.1"),
+            Change("a/b", Entry(5, "198.51.100.7", 6881), "192.0.2.1"),
+        )
+        self.assertEqual(parse_change_line(b"a 5 h 1"), Change("a", Entry(5, "h", 1)))
+        self.assertEqual(parse_change_line(b"a 5 h 1 -"), Change("a", Entry(5, "h", 1)))
+        self.assertEqual(
+            parse_change_line(b"a\t5  H.Example 1 2001:DB8::0:1"),
+            Change("a", Entry(5, "h.example", 1), "2001:db8::1"),
+        )
+
+    def test_via_is_never_read_from_the_wire(self) -> None:
+        self.assertEqual(parse_change_line(b"a 5 h 1 s").via, "")
+
+    def test_errors(self) -> None:
+        for line, code, text in (
+            (b"", ErrorCode.BAD_ENTRY, "expected LABEL TIMESTAMP HOST PORT [SOURCE]"),
+            (b"a 5 h", ErrorCode.BAD_ENTRY, "expected LABEL"),
+            (b"a 5 h 1 s t", ErrorCode.BAD_ENTRY, "expected LABEL"),
+            (b"a/ 5 h 1", ErrorCode.BAD_LABEL, "empty label segment"),
+            (b"\xff 5 h 1", ErrorCode.BAD_LABEL, "label is not ASCII"),
+            (b"a 5 h 1 \xff", ErrorCode.BAD_ENTRY, "source is not ASCII"),
+            (b"a 5 h 1 --", ErrorCode.BAD_ENTRY, "bad host"),
+            (b"a 5 h 1 [::1]", ErrorCode.BAD_ENTRY, "bad host"),
+            (b"a 5 h 65536", ErrorCode.BAD_ENTRY, "bad port"),
+            (b"a 1234567890123 h 1", ErrorCode.BAD_ENTRY, "bad timestamp"),
+        ):
+            e = self.assertRaises(ProtocolError, parse_change_line, line)
+            self.assertEqual(e.code, code, line)
+            self.assertIn(text, e.message, line)
+
+    def test_format(self) -> None:
+        self.assertEqual(
+            format_change(Change("a/b", Entry(5, "2001:db8::1", 80), "192.0.2.1")),
+            b"a/b 5 2001:db8::1 80 192.0.2.1\n",
+        )
+
+    def test_an_unknown_source_is_a_dash(self) -> None:
+        self.assertEqual(format_change(Change("a", Entry(5, "h", 1))), b"a 5 h 1 -\n")
+
+    def test_via_stays_local(self) -> None:
+        self.assertEqual(
+            format_change(Change("a", Entry(5, "h", 1), "s", via="192.0.2.9:7100")),
+            b"a 5 h 1 s\n",
+        )
+
+
+class FederationResponseTests(SynchronousTestCase):
+    def test_changes_status(self) -> None:
+        self.assertEqual(format_changes_status(3, "ab:12", True), b"ok 3 next ab:12 more\n")
+        self.assertEqual(format_changes_status(0, "0", False), b"ok 0 next 0 end\n")
+
+    def test_changes_status_reads_back(self) -> None:
+        for count, cursor, more in ((0, "0", False), (1000, "9f3a:17", True)):
+            status = parse_status(format_changes_status(count, cursor, more)[:-1])
+            assert status is not None
+            self.assertEqual(parse_changes_status(status), ChangesStatus(count, cursor, more))
+
+    def test_bad_changes_status(self) -> None:
+        for text in (
+            "",
+            "3",
+            "3 next ab:1",
+            "3 next ab:1 more extra",
+            "x next ab:1 end",
+            "-1 next ab:1 end",
+            "3 after ab:1 end",
+            "3 next a/b end",
+            "3 next ab:1 done",
+            "3 next ab:1 MORE",
+            "3 stored 0 failed",
+        ):
+            e = self.assertRaises(
+                ProtocolError, parse_changes_status, Status(True, None, text)
+            )
+            self.assertEqual(e.code, ErrorCode.BAD_ENTRY, text)
+            self.assertIn("ok N next CURSOR more|end", e.message)
+
+    def test_peer(self) -> None:
+        self.assertEqual(
+            format_peer("192.0.2.1:7100", "trusted", 7, True), b"192.0.2.1:7100 trusted 7 pinned\n"
+        )
+        self.assertEqual(
+            format_peer("[2001:db8::1]:7100", "backoff", -2, False),
+            b"[2001:db8::1]:7100 backoff -2\n",
+        )
+
+    def test_failure_of_an_unparsed_line_has_no_label(self) -> None:
+        self.assertEqual(
+            format_failure("", "junk line", "expected LABEL TIMESTAMP HOST PORT [SOURCE]"),
+            b"failure: junk line ; expected LABEL TIMESTAMP HOST PORT [SOURCE]\n",
+        )
+        self.assertEqual(
+            format_failure("a", "5 h 1", "expired: x"), b"failure: a 5 h 1 ; expired: x\n"
+        )
+
+    def test_failure_reason_is_one_line(self) -> None:
+        self.assertEqual(format_failure("", "x", "a\nb"), b"failure: x ; a\\x0ab\n")
+
+    def test_summarize(self) -> None:
+        self.assertEqual(
+            summarize(Push("192.0.2.1:7100", (Change("a", Entry(1, "h", 1)),))),
+            "push 192.0.2.1:7100 (1 entries)",
+        )
+        self.assertEqual(summarize(Push(None, ())), "push (0 entries)")
+        self.assertEqual(summarize(Changes("0", 5)), "changes 0 5")
+        self.assertEqual(summarize(Stats()), "stats")
+        self.assertEqual(summarize(Peers()), "peers")
+
+
+class FederationRequestFormatTests(SynchronousTestCase):
+    def test_format(self) -> None:
+        self.assertEqual(format_request(Changes("0")), b"changes 0\n")
+        self.assertEqual(format_request(Changes("ab:3", 10)), b"changes ab:3 10\n")
+        self.assertEqual(format_request(Stats()), b"stats\n")
+        self.assertEqual(format_request(Peers()), b"peers\n")
+        self.assertEqual(format_request(Push(None, ())), b"push\n\n")
+        self.assertEqual(
+            format_request(
+                Push("[2001:db8::1]:7100", (Change("a", Entry(5, "h", 1), "192.0.2.1"),))
+            ),
+            b"push [2001:db8::1]:7100\na 5 h 1 192.0.2.1\n\n",
+        )
+
+    def test_an_unparsed_change_cannot_be_sent(self) -> None:
+        self.assertRaises(ValueError, format_request, Push(None, (RejectedEntry("x", "y"),)))
+
+
+sources = st.just("") | hosts
+changes = st.builds(Change, labels, entries, sources)
+cursors = st.from_regex(r"[A-Za-z0-9:._\-]{1,64}", fullmatch=True)
+federation_requests = st.one_of(
+    st.builds(Changes, cursors, st.none() | st.integers(1, 999_999_999)),
+    st.builds(
+        Push,
+        st.none() | st.builds(format_host_port, hosts, st.integers(1, 65535)),
+        st.lists(changes, max_size=20).map(tuple),
+    ),
+    st.just(Stats()),
+    st.just(Peers()),
+)
+
+
+class FederationPropertyTests(SynchronousTestCase):
+    @given(federation_requests)
+    def test_format_then_parse_is_identity(self, request: Request) -> None:
+        data = format_request(request)
+        self.assertTrue(data.endswith(b"\n"))
+        self.assertEqual(decode(*data.split(b"\n")[:-1]), [request])
+
+    @given(changes)
+    def test_change_lines_round_trip(self, change: Change) -> None:
+        line = format_change(change)
+        self.assertEqual(line.count(b"\n"), 1)
+        self.assertEqual(parse_change_line(line[:-1]), change)
+
+    @given(st.integers(0, 10**6), cursors, st.booleans())
+    def test_changes_status_round_trips(self, count: int, cursor: str, more: bool) -> None:
+        status = parse_status(format_changes_status(count, cursor, more)[:-1])
+        assert status is not None
+        self.assertEqual(parse_changes_status(status), ChangesStatus(count, cursor, more))
+
+    @settings(max_examples=300)
+    @given(st.binary(max_size=80))
+    def test_junk_change_lines_raise_only_protocol_errors(self, line: bytes) -> None:
+        try:
+            change = parse_change_line(line)
+        except ProtocolError:
+            return
+        # Whatever parses formats back to a line that parses the same.
+        self.assertEqual(parse_change_line(format_change(change)[:-1]), change)
