@@ -422,7 +422,7 @@ class Federation(Service):
             self.table.succeeded(peer, self.now(), 0, "halp1")
             self._push(peer)
 
-        self._track(self._exchange(peer, work)).addBoth(pushed)
+        self._track(self._exchange(peer, work).addBoth(pushed))
 
     # -- pull (anti-entropy) -------------------------------------------------
 

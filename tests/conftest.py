@@ -12,11 +12,17 @@ test's servers is attached to its report.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Generator, Iterator, Mapping, Sequence
+from typing import Callable, Generator, Iterator, Mapping, Sequence
 
 import pytest
 
-from tests.halpserver import HALPServer, LibhalpServer, StartLibhalpServer, StartServer
+from tests.halpserver import (
+    GarbageServer,
+    HALPServer,
+    LibhalpServer,
+    StartLibhalpServer,
+    StartServer,
+)
 
 _SERVERS = pytest.StashKey[list[HALPServer]]()
 
@@ -50,14 +56,15 @@ def server_processes(request: pytest.FixtureRequest) -> Iterator[list[HALPServer
 @pytest.fixture
 def start_server(tmp_path: Path, server_processes: list[HALPServer]) -> StartServer:
     """
-    ``start_server(*args, store=None)`` starts ``twistd halp`` with extra
-    options ``args`` on ``store`` (default: ``sqlite:TMP/halp.sqlite3``).
+    ``start_server(*args, store=None, port=0)`` starts ``twistd halp`` with
+    extra options ``args`` on ``store`` (default: ``sqlite:TMP/halp.sqlite3``),
+    listening on ``port`` of 127.0.0.1 (default: any free one).
     """
 
-    def start(*args: str, store: str | None = None) -> HALPServer:
+    def start(*args: str, store: str | None = None, port: int = 0) -> HALPServer:
         if store is None:
             store = f"sqlite:{tmp_path / 'halp.sqlite3'}"
-        server = HALPServer(tmp_path, store, args)
+        server = HALPServer(tmp_path, store, args, port)
         server_processes.append(server)
         return server.start()
 
@@ -78,6 +85,21 @@ def start_libhalp_server(
         server = LibhalpServer(tmp_path, entries)
         server_processes.append(server)
         return server.start()
+
+    return start
+
+
+@pytest.fixture
+def start_garbage_server(
+    tmp_path: Path, server_processes: list[HALPServer]
+) -> Callable[[], GarbageServer]:
+    """``start_garbage_server()`` starts ``tests/garbage_server.py``."""
+
+    def start() -> GarbageServer:
+        server = GarbageServer(tmp_path)
+        server_processes.append(server)
+        server.start()
+        return server
 
     return start
 

@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import IO, Callable, Mapping, Sequence
 
 __all__ = [
+    "GARBAGE_SERVER",
+    "GarbageServer",
     "HALPClient",
     "HALPServer",
     "LIBHALP_SERVER",
@@ -104,10 +106,14 @@ class HALPServer:
     #: What failure reports call it.
     name = "halp server"
 
-    def __init__(self, workdir: Path, store: str, args: Sequence[str] = ()) -> None:
+    def __init__(
+        self, workdir: Path, store: str, args: Sequence[str] = (), port: int = 0
+    ) -> None:
         self.workdir = workdir
         self.store = store
         self.args = list(args)
+        #: The port asked for: 0 for any free one.
+        self.fixed_port = port
         self.port: int | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self.runs = 0
@@ -127,7 +133,7 @@ class HALPServer:
             "--pidfile=",
             "halp",
             "--port",
-            "tcp:0:interface=127.0.0.1",
+            f"tcp:{self.fixed_port}:interface=127.0.0.1",
             "--store",
             self.store,
             *self.args,
@@ -289,6 +295,23 @@ class HALPServer:
         )
         return matches
 
+    def wait_for_more_output(self, timeout: float) -> bool:
+        """
+        Block until this server prints another line, or ``timeout`` runs
+        out; whether it printed.  What "eventually" checks pace themselves
+        with: state changes show in the log, so a check is not repeated in
+        a busy loop, and never waits long for a change that was not logged.
+        """
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            seen = len(self._output)
+            while len(self._output) == seen and not self._eof:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            return len(self._output) > seen
+
     def output(self) -> str:
         """Everything every run of this server printed, with run markers."""
         with self._cond:
@@ -370,6 +393,31 @@ class LibhalpServer(HALPServer):
     def crashes(self) -> int:
         """Requests of this run that would have crashed the 2011 server."""
         return self.run_output().splitlines().count("crash")
+
+
+#: The standalone server that answers hello well and everything else with garbage.
+GARBAGE_SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "garbage_server.py")
+
+
+class GarbageServer(HALPServer):
+    """
+    A ``tests/garbage_server.py`` process: it passes a federation test
+    (``hello``) and answers every other request with garbage.
+    """
+
+    listening = re.compile(r"garbage listening on 127\.0\.0\.1:(\d+)")
+    name = "garbage server"
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir, store="")
+
+    @property
+    def command(self) -> list[str]:
+        return [sys.executable, GARBAGE_SERVER]
+
+    def connections(self) -> int:
+        """Connections accepted by this run so far."""
+        return self.run_output().splitlines().count("connection")
 
 
 class HALPClient:
