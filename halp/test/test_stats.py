@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from unittest import SkipTest
+
 from twisted.trial.unittest import SynchronousTestCase
 
 from halp.stats import COUNTERS, Stats
@@ -46,3 +49,14 @@ class StatsTests(SynchronousTestCase):
             self.assertRegex(name, r"\A[a-z][a-z-]*[a-z]\Z")
             self.assertTrue(description)
         self.assertNotIn("uptime", COUNTERS)
+
+
+class DocumentedTests(SynchronousTestCase):
+    def test_every_counter_is_documented(self) -> None:
+        """docs/federation.rst lists every counter with the same text."""
+        docs = Path(__file__).resolve().parents[2] / "docs" / "federation.rst"
+        if not docs.exists():
+            raise SkipTest("no docs/ beside the package")
+        text = docs.read_text("utf-8")
+        for name, meaning in COUNTERS.items():
+            self.assertIn(f"``{name}``\n     - {meaning}", text)
