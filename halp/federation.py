@@ -72,6 +72,8 @@ MAX_PULL_PAGES = 10
 #: Changes waiting to be pushed to one peer, at most, in units of
 #: ``max_gossip_entries``; older ones are dropped (anti-entropy brings them).
 MAX_OUTBOX_MESSAGES = 10
+#: Seconds between two summary lines in the log.
+SUMMARY_INTERVAL = 3600.0
 #: Where the peer table and the cursors are saved in the store.
 PEERS_KEY = "server/peers"
 CURSORS_KEY = "server/cursors"
@@ -193,6 +195,7 @@ class Federation(Service):
             self._announce()
         self._schedule("sync", self._jitter(self.sync_interval), self._sync_tick)
         self._schedule("test", self.test_interval, self._test_tick)
+        self._schedule("summary", SUMMARY_INTERVAL, self._summary_tick)
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
@@ -507,6 +510,26 @@ class Federation(Service):
         entry = Entry(self.now(), self.public.host, self.public.port)
         d = self.core.insert([SERVERS_LABEL], [entry])
         self._track(d)
+
+    # -- the log -------------------------------------------------------------
+
+    def _summary_tick(self) -> None:
+        self._schedule("summary", SUMMARY_INTERVAL, self._summary_tick)
+        self._log.info("{summary}", summary=self.summary())
+
+    def summary(self) -> str:
+        """One line on the peers and the counters, as the log prints it hourly."""
+        stats = self.core.stats
+        records = self.table.records()
+        trusted = sum(self.table.usable(r) for r in records)
+        return (
+            f"Federation: {len(records)} peers ({trusted} trusted, "
+            f"{len(self.table.banned(self.now()))} banned); "
+            f"pushed {stats['entries-pushed']} entries in {stats['push-sent']} pushes "
+            f"({stats['push-failed']} failed); received {stats['entries-replicated']} "
+            f"by push and {stats['entries-pulled']} by {stats['pull-sent']} pulls; "
+            f"rejected {stats['entries-rejected']}"
+        )
 
     # -- testing learned servers ---------------------------------------------
 
