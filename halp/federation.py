@@ -274,7 +274,7 @@ class Federation(Service):
         for record in sorted(self.table.records(), key=lambda r: (-r.quality, r.address)):
             if self.table.usable(record):
                 state = "trusted"
-            elif record.in_backoff(now):
+            elif record.in_backoff(now) or record.failures_in_row:
                 state = "backoff"
             else:
                 state = "untested"
@@ -341,7 +341,12 @@ class Federation(Service):
 
     def _targets(self, via: str, width: int) -> list[ServerAddress]:
         """Up to ``width`` trusted peers, at random among the best, not ``via``."""
-        trusted = [r.address for r in self.table.trusted() if str(r.address) != via]
+        # A pusher that named itself is "HOST:PORT"; one that did not, its host.
+        trusted = [
+            r.address
+            for r in self.table.trusted()
+            if via not in (str(r.address), r.address.host)
+        ]
         best = trusted[: max(2 * width, 8)]
         return self._rng.sample(best, min(width, len(best)))
 
@@ -377,10 +382,12 @@ class Federation(Service):
     # -- push ----------------------------------------------------------------
 
     def _changed(self, changes: list[Change], relay: bool) -> None:
+        if not self.running or not self._ready:
+            return
         halp = [c.entry for c in changes if c.label == SERVERS_LABEL]
-        if halp and self._ready:
+        if halp:
             self._learn(halp)
-        if not relay or not self.running:
+        if not relay:
             return
         via = changes[0].via
         limit = MAX_OUTBOX_MESSAGES * self.core.limits.max_gossip_entries
@@ -457,7 +464,8 @@ class Federation(Service):
             cursor = self._cursors.get(peer, "0")
             for _ in range(MAX_PULL_PAGES):
                 self.core.stats.increment("pull-sent")
-                response = self._ok(await proto.request(Changes(cursor)), "changes")
+                request = Changes(cursor, limits.max_gossip_entries)
+                response = self._ok(await proto.request(request), "changes")
                 assert response.status is not None
                 status = parse_changes_status(response.status)
                 if status.count != len(response.lines) or status.count > limits.max_gossip_entries:
@@ -535,6 +543,8 @@ class Federation(Service):
 
     def _test_tick(self) -> None:
         self._schedule("test", self.test_interval, self._test_tick)
+        if self._testing:
+            return  # one test at a time, as GNUnet does
         record = self.table.next_to_test(self.now(), self._testing)
         if record is not None:
             self.test(record)

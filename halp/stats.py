@@ -29,8 +29,8 @@ COUNTERS: dict[str, str] = {
     "peers-evicted": "learned servers evicted to make room for others",
     "peers-forgotten": "learned servers forgotten after failing for too long",
     "peers-banned": "servers banned for answering with something that is not HALP/1",
-    "peer-tests": "tests of learned servers (a hello request)",
-    "peer-tests-failed": "tests of learned servers that failed",
+    "peer-tests": "tests of servers that were not trusted (a hello request)",
+    "peer-tests-failed": "tests of servers that failed",
 }
 
 

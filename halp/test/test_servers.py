@@ -18,11 +18,16 @@ from twisted.trial.unittest import SynchronousTestCase
 from halp.client.servers import (
     BACKOFF_BASE,
     BACKOFF_CAP,
+    BAN_TIME,
     DIALECT_RECHECK,
     FORGET_AFTER,
     FORGET_FAILURES,
     INITIAL_QUALITY,
     MAX_LEARNED,
+    PINNED_BAN_TIME,
+    QUALITY_ANSWER,
+    QUALITY_FAILURE,
+    QUALITY_MISBEHAVED,
     Dialect,
     ServerAddress,
     ServerRecord,
@@ -1057,3 +1062,246 @@ class PropertyTests(SynchronousTestCase):
         table = ServerTable(SEEDS)
         table.load(document, [entry(addr(3), NOW)], NOW)
         self.check(table, NOW, MAX_LEARNED)
+
+
+# -- what federation uses: trust, tests, bans ----------------------------------------
+
+
+class FederationTableTests(SynchronousTestCase):
+    """
+    :meth:`ServerTable.usable`, :meth:`~ServerTable.trusted`,
+    :meth:`~ServerTable.next_to_test`, :meth:`~ServerTable.misbehaved`,
+    :meth:`~ServerTable.banned`, :meth:`~ServerTable.ignore`, and bans in
+    :meth:`~ServerTable.dump` and :meth:`~ServerTable.load`.
+    """
+
+    def test_usable(self) -> None:
+        """Pinned or tested, and not failing."""
+        table = table_of((addr(2), NOW), pinned=(addr(1),))
+        pinned, learned = record(table, addr(1)), record(table, addr(2))
+        self.assertTrue(table.usable(pinned))
+        self.assertFalse(table.usable(learned))
+        table.succeeded(addr(2), NOW, 0, "halp1")
+        self.assertTrue(table.usable(learned))
+        table.failed(addr(1), NOW)
+        table.failed(addr(2), NOW)
+        self.assertFalse(table.usable(pinned))
+        self.assertFalse(table.usable(learned))
+        table.succeeded(addr(1), NOW + 60, 0, "halp1")
+        table.succeeded(addr(2), NOW + 60, 0, "halp1")
+        self.assertTrue(table.usable(pinned))
+        self.assertTrue(table.usable(learned))
+
+    def test_trusted(self) -> None:
+        """The usable servers, highest quality first, then by address."""
+        table = table_of((addr(3), NOW), (addr(4), NOW), (addr(5), NOW), pinned=(addr(1), addr(2)))
+        self.assertEqual(order(table.trusted()), [addr(1), addr(2)])
+        table.succeeded(addr(4), NOW, 5, "halp1")
+        table.succeeded(addr(5), NOW, 0, "halp1")
+        table.succeeded(addr(3), NOW, 0, "halp1")
+        table.failed(addr(3), NOW)
+        table.failed(addr(2), NOW)
+        self.assertEqual(order(table.trusted()), [addr(4), addr(5), addr(1)])
+        self.assertEqual(
+            [r.quality for r in table.trusted()],
+            [
+                INITIAL_QUALITY + QUALITY_ANSWER + 5,
+                INITIAL_QUALITY + QUALITY_ANSWER,
+                INITIAL_QUALITY,
+            ],
+        )
+        self.assertEqual(ServerTable().trusted(), [])
+
+    def test_next_to_test(self) -> None:
+        """
+        Never tested servers first, newest confirmed first; then those
+        whose backoff ended, the earliest ended first; never one in backoff,
+        a usable one, or a busy one.
+        """
+        table = table_of((addr(2), NOW - 10), (addr(3), NOW), (addr(4), NOW - 5), pinned=(addr(1),))
+
+        def next_one(now: int, busy: tuple[ServerAddress, ...] = ()) -> ServerAddress | None:
+            found = table.next_to_test(now, busy)
+            return None if found is None else found.address
+
+        self.assertEqual(next_one(NOW), addr(3))
+        self.assertEqual(next_one(NOW, (addr(3),)), addr(4))
+        self.assertEqual(next_one(NOW, (addr(3), addr(4), addr(2))), None)
+        table.succeeded(addr(3), NOW, 0, "halp1")
+        self.assertEqual(next_one(NOW), addr(4))
+        table.failed(addr(4), NOW)  # in backoff until NOW + 60
+        self.assertEqual(next_one(NOW), addr(2))
+        table.failed(addr(2), NOW + 10)  # until NOW + 70
+        self.assertEqual(next_one(NOW + 59), None)
+        self.assertEqual(next_one(NOW + 60), addr(4))
+        self.assertEqual(next_one(NOW + 100), addr(4))
+        self.assertEqual(next_one(NOW + 100, (addr(4),)), addr(2))
+        # A newcomer goes before servers that failed.
+        table.learn([entry(addr(5), NOW - 1000)], NOW + 100)
+        self.assertEqual(next_one(NOW + 100), addr(5))
+        # A pinned server is tested once it failed and its backoff ended.
+        table.succeeded(addr(5), NOW + 100, 0, "halp1")
+        table.succeeded(addr(4), NOW + 100, 0, "halp1")
+        table.succeeded(addr(2), NOW + 100, 0, "halp1")
+        self.assertEqual(next_one(NOW + 100), None)
+        table.failed(addr(1), NOW + 100)
+        self.assertEqual(next_one(NOW + 159), None)
+        self.assertEqual(next_one(NOW + 160), addr(1))
+
+    def test_misbehaving_learned_server_is_banned(self) -> None:
+        table = table_of((addr(2), NOW), (addr(3), NOW), pinned=(addr(1),))
+        self.assertEqual(table.misbehaved(addr(2), NOW), [addr(2)])
+        self.assertNotIn(addr(2), table)
+        self.assertEqual(table.banned(NOW), {addr(2): NOW + BAN_TIME})
+        # Not learned again while banned, even from a newer entry.
+        later = NOW + BAN_TIME - 1
+        self.assertEqual(table.learn([entry(addr(2), later)], later), ([], []))
+        self.assertNotIn(addr(2), table)
+        self.assertEqual(table.banned(later), {addr(2): NOW + BAN_TIME})
+        # Nor from a saved halp label.
+        again = ServerTable([(addr(1), None)])
+        again.load(table.dump(), [entry(addr(2), later)], later)
+        self.assertNotIn(addr(2), again)
+        # Learned again once the ban is over.
+        over = NOW + BAN_TIME
+        self.assertEqual(table.banned(over), {})
+        self.assertEqual(table.learn([entry(addr(2), over)], over), ([entry(addr(2), over)], []))
+        self.assertEqual(record(table, addr(2)).quality, INITIAL_QUALITY)
+        self.assertFalse(record(table, addr(2)).tested)
+        self.assertEqual(table.banned(over), {})
+
+    def test_insisting_lifts_a_ban(self) -> None:
+        """A server the user adds by hand is taken, banned or not."""
+        table = table_of((addr(2), NOW))
+        table.misbehaved(addr(2), NOW)
+        keep, _ = table.learn([entry(addr(2), NOW + 1)], NOW + 1, insist=True)
+        self.assertEqual(keep, [entry(addr(2), NOW + 1)])
+        self.assertEqual(table.banned(NOW + 1), {})
+
+    def test_misbehaving_pinned_server_is_kept_but_left_alone(self) -> None:
+        table = table_of(pinned=(addr(1),))
+        self.assertEqual(table.misbehaved(addr(1), NOW), [])
+        pinned = record(table, addr(1))
+        self.assertTrue(pinned.pinned)
+        self.assertEqual(pinned.quality, INITIAL_QUALITY - QUALITY_MISBEHAVED)
+        self.assertEqual(pinned.failures_in_row, 1)
+        self.assertEqual(pinned.retry_at, NOW + PINNED_BAN_TIME)
+        self.assertTrue(pinned.in_backoff(NOW + PINNED_BAN_TIME - 1))
+        self.assertFalse(pinned.in_backoff(NOW + PINNED_BAN_TIME))
+        self.assertEqual(table.banned(NOW), {})
+        self.assertIsNone(table.next_to_test(NOW + PINNED_BAN_TIME - 1))
+        self.assertIs(table.next_to_test(NOW + PINNED_BAN_TIME), pinned)
+        # A longer backoff is kept.
+        for _ in range(7):
+            table.failed(addr(1), NOW)
+        table.misbehaved(addr(1), NOW)
+        self.assertEqual(pinned.retry_at, NOW + BACKOFF_BASE * 2**8)
+        self.assertGreater(BACKOFF_BASE * 2**8, PINNED_BAN_TIME)
+        # Quality never goes below 0.
+        for _ in range(20):
+            table.misbehaved(addr(1), NOW)
+        self.assertEqual(pinned.quality, 0)
+
+    def test_misbehaving_quality_cost(self) -> None:
+        """Misbehaving costs QUALITY_MISBEHAVED in all, of which a failure is part."""
+        self.assertGreater(QUALITY_MISBEHAVED, QUALITY_FAILURE)
+        table = table_of(pinned=(addr(1), addr(2)))
+        table.failed(addr(1), NOW)
+        table.misbehaved(addr(2), NOW)
+        self.assertEqual(
+            record(table, addr(1)).quality - record(table, addr(2)).quality,
+            QUALITY_MISBEHAVED - QUALITY_FAILURE,
+        )
+
+    def test_misbehaving_unknown_server(self) -> None:
+        table = table_of((addr(2), NOW))
+        self.assertEqual(table.misbehaved(addr(9), NOW), [])
+        self.assertEqual(table.banned(NOW), {})
+        self.assertEqual(order(table.records()), [addr(2)])
+
+    def test_banned_leaves_out_ended_bans(self) -> None:
+        table = table_of((addr(2), NOW), (addr(3), NOW))
+        table.misbehaved(addr(2), NOW)
+        table.misbehaved(addr(3), NOW + 100)
+        self.assertEqual(
+            table.banned(NOW + 100), {addr(2): NOW + BAN_TIME, addr(3): NOW + 100 + BAN_TIME}
+        )
+        self.assertEqual(table.banned(NOW + BAN_TIME), {addr(3): NOW + 100 + BAN_TIME})
+        self.assertEqual(table.banned(NOW + 100 + BAN_TIME), {})
+
+    def test_ignore(self) -> None:
+        """An ignored address is forgotten, and neither learned nor loaded again."""
+        table = table_of((addr(2), NOW), (addr(3), NOW), pinned=(addr(1),))
+        table.ignore(addr(2))
+        table.ignore(addr(1))
+        table.ignore(addr(9))
+        self.assertEqual(order(table.records()), [addr(3)])
+        keep, evicted = table.learn([entry(addr(2), NOW + 1), entry(addr(9), NOW + 1)], NOW + 1)
+        self.assertEqual((keep, evicted), ([], []))
+        self.assertEqual(order(table.records()), [addr(3)])
+        table.load(None, [entry(addr(2), NOW), entry(addr(4), NOW)], NOW)
+        self.assertEqual(order(table.records()), [addr(3), addr(4)])
+        # Ignoring is not a ban.
+        self.assertEqual(table.banned(NOW), {})
+        self.assertEqual(json.loads(table.dump())["banned"], [])
+
+    def test_bans_are_saved(self) -> None:
+        table = table_of((addr(2), NOW), (addr(3), NOW), (addr(4), NOW))
+        table.misbehaved(addr(2), NOW)
+        table.misbehaved(addr(3), NOW - BAN_TIME + 10)
+        document = json.loads(table.dump())
+        self.assertEqual(
+            document["banned"],
+            [
+                {"host": "192.0.2.2", "port": 7100, "until": NOW + BAN_TIME},
+                {"host": "192.0.2.3", "port": 7100, "until": NOW + 10},
+            ],
+        )
+        self.assertEqual([row["host"] for row in document["servers"]], ["192.0.2.4"])
+
+        again = ServerTable()
+        again.load(table.dump(), [entry(addr(4), NOW)], NOW)
+        self.assertEqual(again.banned(NOW), table.banned(NOW))
+        # Bans that have ended are not loaded.
+        later = ServerTable()
+        later.load(table.dump(), [], NOW + 10)
+        self.assertEqual(later.banned(NOW + 10), {addr(2): NOW + BAN_TIME})
+        self.assertEqual(
+            json.loads(later.dump())["banned"],
+            [{"host": "192.0.2.2", "port": 7100, "until": NOW + BAN_TIME}],
+        )
+        # A loaded ban keeps the server out.
+        self.assertEqual(later.learn([entry(addr(2), NOW + 20)], NOW + 20), ([], []))
+
+    def test_damaged_bans(self) -> None:
+        """Rows that are not bans are skipped; the rest of the document is kept."""
+        until = NOW + 100
+        rows: list[Any] = [
+            "192.0.2.1",
+            None,
+            {"host": "192.0.2.1", "port": 7100},
+            {"host": "192.0.2.1", "port": "7100", "until": until},
+            {"host": "192.0.2.1", "port": True, "until": until},
+            {"host": "192.0.2.1", "port": 0, "until": until},
+            {"host": "192.0.2.1", "port": 70000, "until": until},
+            {"host": "192.0.2.1", "port": 7100, "until": "soon"},
+            {"host": "192.0.2.1", "port": 7100, "until": float(until)},
+            {"host": "not a host", "port": 7100, "until": until},
+            {"host": 7, "port": 7100, "until": until},
+            {"host": "192.0.2.5", "port": 7100, "until": until},
+            {"host": "HALP.Example", "port": 7100, "until": until},
+        ]
+        document = json.dumps(
+            {"version": 1, "servers": [{"host": "192.0.2.4", "port": 7100}], "banned": rows}
+        )
+        table = ServerTable()
+        table.load(document, [entry(addr(4), NOW)], NOW)
+        self.assertEqual(
+            table.banned(NOW),
+            {addr(5): until, ServerAddress("halp.example", 7100): until},
+        )
+        self.assertEqual(order(table.records()), [addr(4)])
+        for banned in ("nothing", {"a": 1}, 5):
+            table = ServerTable()
+            table.load(json.dumps({"servers": [], "banned": banned}), [], NOW)
+            self.assertEqual(table.banned(NOW), {})
