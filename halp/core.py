@@ -45,6 +45,12 @@ PROTOCOL_VERSION = "HALP/1"
 #: The optional requests this server answers, as ``hello`` lists them.
 FEATURES = ("changes", "push", "stats", "peers")
 
+#: Seconds ahead of this server's clock that a replicated entry's time may
+#: be: peers' clocks differ a little, and clamping every copy to its own
+#: "now" would make copies that arrive by different paths look newer than
+#: each other, and be forwarded again.
+REPLICATION_SKEW = 300
+
 #: Entries per second one peer address may push, on average, and in a
 #: burst.  A peer that pushes more is answered ``error busy``.
 PUSH_RATE = 200.0
@@ -102,9 +108,14 @@ class PeerStatus:
 
 
 class PeerSource(Protocol):
-    """What lists this server's peers: the federation, when it runs."""
+    """What knows this server's peers: the federation, when it runs."""
 
     def peers(self) -> list[PeerStatus]:
+        """The peer servers, best first."""
+        ...
+
+    def is_peer(self, host: str) -> bool:
+        """Whether a connection from ``host`` comes from a peer server."""
         ...
 
 
@@ -220,12 +231,15 @@ class HALPCore:
             except Exception:
                 self._log.failure("A change observer failed")
 
-    def _admit(self, entry: Entry, now: int) -> Entry | str:
-        """The entry with its time clamped to now, or why it is refused."""
+    def _admit(self, entry: Entry, now: int, ahead: int = 0) -> Entry | str:
+        """
+        The entry with its time clamped to ``now + ahead``, or why it is
+        refused.
+        """
         if entry.timestamp < now - self.limits.ttl:
             return f"expired: confirmed more than {self.limits.ttl} s ago"
-        if entry.timestamp > now:
-            return Entry(now, entry.host, entry.port)
+        if entry.timestamp > now + ahead:
+            return Entry(now + ahead, entry.host, entry.port)
         return entry
 
     def insert(
@@ -297,6 +311,11 @@ class HALPCore:
         """
         Merge what a peer pushed: a ``push`` request.
 
+        Only a known peer server (see :class:`PeerSource`) is believed about
+        where entries come from; a push from anyone else is merged as that
+        client's own insert: its address becomes the source and the via of
+        every line.
+
         :param via: the server the entries come from, as it named itself,
             or else its address.
         :param peer: the network address of the connection, which the
@@ -312,6 +331,12 @@ class HALPCore:
                 f"too many entries pushed; try again in {math.ceil(min(wait, 3600))} s",
             )
         self.stats.increment("push-received")
+        if self.peer_source is None or not self.peer_source.is_peer(peer):
+            via = peer
+            candidates = [
+                c if isinstance(c, RejectedEntry) else Change(c.label, c.entry, peer)
+                for c in candidates
+            ]
         return self._replicate(candidates, via, relay=True, counter="entries-replicated")
 
     def apply_pulled(self, changes: Sequence[Change], via: str) -> Deferred[Replicated]:
@@ -332,7 +357,7 @@ class HALPCore:
             if isinstance(candidate, RejectedEntry):
                 refused.append(Refused("", candidate.raw, candidate.reason))
                 continue
-            admitted = self._admit(candidate.entry, now)
+            admitted = self._admit(candidate.entry, now, REPLICATION_SKEW)
             if isinstance(admitted, str):
                 refused.append(Refused(candidate.label, _raw(candidate.entry), admitted))
             else:

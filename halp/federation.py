@@ -40,12 +40,21 @@ from twisted.python.failure import Failure
 from halp.client.protocol import HALPClientProtocol
 from halp.client.servers import MAX_LEARNED, ServerAddress, ServerRecord, ServerTable
 from halp.core import PROTOCOL_VERSION, HALPCore, PeerStatus
-from halp.error import BadResponse, ClientError, ConnectionClosed, ProtocolError, StoreError
+from halp.error import (
+    BadResponse,
+    ClientError,
+    ConnectionClosed,
+    ErrorCode,
+    ProtocolError,
+    ServerRefused,
+    StoreError,
+)
 from halp.model import Change, Entry
 from halp.wire import (
     Changes,
     Hello,
     Push,
+    Request,
     Response,
     parse_change_line,
     parse_changes_status,
@@ -55,6 +64,10 @@ from halp.wire import (
 __all__ = ["Federation", "SERVERS_LABEL"]
 
 T = TypeVar("T")
+
+#: Sends a request over a peer connection and fires with its ``ok`` answer;
+#: the text says what the request is, for errors.
+Ask = Callable[[Request, str], Deferred[Response]]
 
 #: The label that lists HALP servers.
 SERVERS_LABEL = "halp"
@@ -74,6 +87,10 @@ MAX_PULL_PAGES = 10
 MAX_OUTBOX_MESSAGES = 10
 #: Seconds between two summary lines in the log.
 SUMMARY_INTERVAL = 3600.0
+#: Seconds before pushing again to a peer that answered ``error busy``.
+BUSY_DELAY = 60.0
+#: Seconds before starting again when loading the federation's state failed.
+START_RETRY = 30.0
 #: Where the peer table and the cursors are saved in the store.
 PEERS_KEY = "server/peers"
 CURSORS_KEY = "server/cursors"
@@ -173,7 +190,23 @@ class Federation(Service):
 
     def startService(self) -> None:
         super().startService()
-        self._track(Deferred.fromCoroutine(self._start()))
+        self._begin()
+
+    def _begin(self) -> None:
+        self._calls.pop("start", None)
+        d = Deferred.fromCoroutine(self._start())
+
+        def failed(failure: Failure) -> None:
+            if failure.check(CancelledError) or not self.running:
+                return
+            self._log.failure(
+                "Loading the federation state failed; trying again in {delay} s",
+                failure,
+                delay=START_RETRY,
+            )
+            self._schedule("start", START_RETRY, self._begin)
+
+        self._track(d.addErrback(failed))
 
     async def _start(self) -> None:
         store = self.core.store
@@ -283,6 +316,15 @@ class Federation(Service):
             listed.append(PeerStatus(str(address), "banned", 0, False))
         return listed
 
+    def is_peer(self, host: str) -> bool:
+        """
+        Whether ``host`` is the host of a pinned peer or of one that passed
+        its test: its pushes are believed about the entries' sources.
+        """
+        return any(
+            r.host == host and (r.pinned or r.successes > 0) for r in self.table.records()
+        )
+
     def _is_self(self, entry: Entry) -> bool:
         return self.public is not None and ServerAddress.of(entry) == self.public
 
@@ -353,21 +395,32 @@ class Federation(Service):
     # -- talking to a peer ---------------------------------------------------
 
     def _exchange(
-        self, peer: ServerAddress, work: Callable[[HALPClientProtocol], Awaitable[T]]
+        self, peer: ServerAddress, work: Callable[[Ask], Awaitable[T]]
     ) -> Deferred[T]:
-        """Connect to ``peer``, run ``work`` over the connection, close it."""
+        """
+        Connect to ``peer``, run ``work`` over the connection, close it.
+
+        ``work`` sends requests with the ``ask`` it is given: connecting and
+        each answer may take :attr:`timeout` seconds, but what ``work`` does
+        between answers (merging into this server's store) is not the
+        peer's time and does not count against it.
+        """
 
         async def session() -> T:
-            proto = await self._endpoint(peer).connect(_QUIET_FACTORY)
+            connecting = self._endpoint(peer).connect(_QUIET_FACTORY)
+            proto = await connecting.addTimeout(self.timeout, self.clock)
             assert isinstance(proto, HALPClientProtocol)
+
+            def ask(request: Request, what: str) -> Deferred[Response]:
+                answer = proto.request(request).addTimeout(self.timeout, self.clock)
+                return answer.addCallback(self._ok, what)
+
             try:
-                return await work(proto)
+                return await work(ask)
             finally:
                 proto.close()
 
-        d = Deferred.fromCoroutine(session())
-        d.addTimeout(self.timeout, self.clock)
-        return d
+        return Deferred.fromCoroutine(session())
 
     @staticmethod
     def _ok(response: Response, what: str) -> Response:
@@ -376,7 +429,7 @@ class Federation(Service):
             # away; only garbage would be misbehaving.
             raise ConnectionClosed(f"the connection closed before {what} was answered")
         if not response.status.ok:
-            raise ClientError(f"{what}: error {response.status.code} {response.status.text}")
+            raise ServerRefused(response.status.code or "", response.status.text)
         return response
 
     # -- push ----------------------------------------------------------------
@@ -406,9 +459,11 @@ class Federation(Service):
                 self._push(peer)
 
     def _push(self, peer: ServerAddress) -> None:
+        self._calls.pop(f"push {peer}", None)
         box = self._outbox.get(peer)
         if not box or not self.running:
             self._outbox.pop(peer, None)
+            self._pushing.discard(peer)
             return
         size = self.core.limits.max_gossip_entries
         batch, self._outbox[peer] = box[:size], box[size:]
@@ -417,17 +472,32 @@ class Federation(Service):
         request = Push(server, tuple(batch))
         self.core.stats.increment("push-sent")
 
-        async def work(proto: HALPClientProtocol) -> None:
-            self._ok(await proto.request(request), "push")
+        async def work(ask: Ask) -> None:
+            await ask(request, "push")
 
         def pushed(result: None | Failure) -> None:
-            self._pushing.discard(peer)
             if isinstance(result, Failure):
                 if result.check(CancelledError) and not self.running:
+                    self._pushing.discard(peer)
                     return
                 self.core.stats.increment("push-failed")
+                refused = result.value
+                if isinstance(refused, ServerRefused) and refused.code == ErrorCode.BUSY.value:
+                    # The peer throttles this server: not a failure of the
+                    # peer.  The batch goes again, with what waits, later.
+                    self._outbox[peer] = batch + self._outbox.get(peer, [])
+                    self._log.info(
+                        "{peer} is busy ({why}); pushing again in {delay} s",
+                        peer=str(peer),
+                        why=refused.message,
+                        delay=BUSY_DELAY,
+                    )
+                    self._schedule(f"push {peer}", BUSY_DELAY, lambda: self._push(peer))
+                    return
+                self._pushing.discard(peer)
                 self._failed(peer, result, "a push")
                 return
+            self._pushing.discard(peer)
             self.core.stats.increment("entries-pushed", len(batch))
             self.table.succeeded(peer, self.now(), 0, "halp1")
             self._push(peer)
@@ -460,12 +530,11 @@ class Federation(Service):
         limits = self.core.limits
         pulled = {"pages": 0, "received": 0, "new": 0}
 
-        async def work(proto: HALPClientProtocol) -> None:
+        async def work(ask: Ask) -> None:
             cursor = self._cursors.get(peer, "0")
             for _ in range(MAX_PULL_PAGES):
                 self.core.stats.increment("pull-sent")
-                request = Changes(cursor, limits.max_gossip_entries)
-                response = self._ok(await proto.request(request), "changes")
+                response = await ask(Changes(cursor, limits.max_gossip_entries), "changes")
                 assert response.status is not None
                 status = parse_changes_status(response.status)
                 if status.count != len(response.lines) or status.count > limits.max_gossip_entries:
@@ -555,8 +624,8 @@ class Federation(Service):
         self._testing.add(peer)
         self.core.stats.increment("peer-tests")
 
-        async def work(proto: HALPClientProtocol) -> dict[str, str]:
-            response = self._ok(await proto.request(Hello()), "hello")
+        async def work(ask: Ask) -> dict[str, str]:
+            response = await ask(Hello(), "hello")
             return dict(parse_field_line(line) for line in response.lines)
 
         def answered(fields: dict[str, str]) -> None:

@@ -14,6 +14,7 @@ pinned seeds, exponential backoff).
 from __future__ import annotations
 
 import json
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Literal, Sequence
 
@@ -54,6 +55,8 @@ BACKOFF_CAP = 86_400
 QUALITY_MISBEHAVED = 1000
 BAN_TIME = 86_400
 PINNED_BAN_TIME = 3600
+#: Bans kept at most; the one that ends first goes when more are needed.
+MAX_BANNED = 10_000
 
 #: A learned server that failed this many times in a row, and has not
 #: answered for FORGET_AFTER seconds, is forgotten.
@@ -236,6 +239,7 @@ class ServerTable:
         self._told: dict[ServerAddress, Dialect] = {}
         #: Servers that misbehaved, and until when they are not learned.
         self._banned: dict[ServerAddress, int] = {}
+        self._ban_queue: deque[tuple[int, ServerAddress]] = deque()
         #: Addresses never learned (this program's own).
         self._ignored: set[ServerAddress] = set()
         for address, dialect in pinned:
@@ -310,6 +314,7 @@ class ServerTable:
         return json.dumps({"version": 1, "servers": rows, "banned": banned}, sort_keys=True)
 
     def _load_banned(self, rows: object, now: int) -> None:
+        bans: list[tuple[int, ServerAddress]] = []
         for row in rows if isinstance(rows, list) else []:
             if not isinstance(row, dict):
                 continue
@@ -321,7 +326,9 @@ class ServerTable:
             except ProtocolError:
                 continue
             if until > now:
-                self._banned[address] = until
+                bans.append((until, address))
+        for until, address in sorted(bans):
+            self._ban(address, until, now)
 
     # -- reading -------------------------------------------------------------
 
@@ -420,6 +427,17 @@ class ServerTable:
         self._ignored.add(address)
         self._records.pop(address, None)
 
+    def _ban(self, address: ServerAddress, until: int, now: int) -> None:
+        """Ban ``address`` until ``until``; drop bans that ended, and the oldest beyond MAX_BANNED."""
+        # Bans are made in time order, so the queue is in order of their end.
+        queue = self._ban_queue
+        while queue and (queue[0][0] <= now or len(self._banned) >= MAX_BANNED):
+            ends, banned = queue.popleft()
+            if self._banned.get(banned) == ends:
+                del self._banned[banned]
+        self._banned[address] = until
+        queue.append((until, address))
+
     def _refused(self, address: ServerAddress, now: int) -> bool:
         if address in self._ignored:
             return True
@@ -517,7 +535,7 @@ class ServerTable:
         if record.pinned:
             record.retry_at = max(record.retry_at, now + PINNED_BAN_TIME)
             return forgotten
-        self._banned[address] = now + BAN_TIME
+        self._ban(address, now + BAN_TIME, now)
         self._records.pop(address, None)
         return [address]
 
@@ -559,10 +577,15 @@ class ServerTable:
             if len(learned) >= self.max_learned:
                 if not learned:
                     continue  # max_learned is 0: only the seeds are kept
-                worst = min(learned, key=lambda r: (r.quality, r.confirmed, r.address))
-                if not insist and (worst.quality, worst.confirmed) >= (
-                    INITIAL_QUALITY,
-                    confirmed,
+                # A server that ever answered is not pushed out by a
+                # newcomer nobody tested (a flood of halp entries), even
+                # while it fails for a while: it is forgotten by the
+                # failure rule instead.
+                unproven = [r for r in learned if r.successes == 0] or learned
+                worst = min(unproven, key=lambda r: (r.quality, r.confirmed, r.address))
+                if not insist and (
+                    worst.successes > 0
+                    or (worst.quality, worst.confirmed) >= (INITIAL_QUALITY, confirmed)
                 ):
                     continue
                 del self._records[worst.address]

@@ -11,7 +11,16 @@ from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from halp.core import FEATURES, HALPCore, Page, PeerStatus, Refused, Replicated, Stored
+from halp.core import (
+    FEATURES,
+    REPLICATION_SKEW,
+    HALPCore,
+    Page,
+    PeerStatus,
+    Refused,
+    Replicated,
+    Stored,
+)
 from halp.error import ErrorCode, ProtocolError, StoreError
 from halp.model import Change, Entry, LabelInfo, Limits, RejectedEntry, Window
 from halp.stats import COUNTERS
@@ -20,10 +29,17 @@ from halp.store.memory import MemoryStore
 NOW = 1_800_000_000
 
 
+#: The hosts the push tests push from, as known peers.
+PEER_HOSTS = ("p", "q", "203.0.113.5")
+
+
 def make_core(**limits: int) -> tuple[HALPCore, Clock]:
+    """A core whose federation (faked) knows the hosts of :data:`PEER_HOSTS`."""
     clock = Clock()
     clock.advance(NOW)
-    return HALPCore(MemoryStore(), clock, Limits(**limits)), clock
+    core = HALPCore(MemoryStore(), clock, Limits(**limits))
+    core.peer_source = FakePeers([], trusted=PEER_HOSTS)
+    return core, clock
 
 
 class WindowTests(SynchronousTestCase):
@@ -345,13 +361,39 @@ class PushTests(FeedTestCase):
             [LabelInfo(NOW, "b"), LabelInfo(NOW - 5, "a")],
         )
 
-    def test_future_times_are_clamped_to_now(self) -> None:
+    def test_future_times_are_clamped_to_the_skew_allowance(self) -> None:
         core, _ = make_core()
         result = self.successResultOf(
-            core.push([Change("a", Entry(NOW + 10**6, "h", 1))], "p:1", "p")
+            core.push(
+                [Change("a", Entry(NOW + 10**6, "h", 1)), Change("a", Entry(NOW + 100, "h", 2))],
+                "p:1",
+                "p",
+            )
         )
-        self.assertEqual(result, Replicated(1, 0, []))
-        self.assertEqual(self.successResultOf(core.get("a")).items, [Entry(NOW, "h", 1)])
+        self.assertEqual(result, Replicated(2, 0, []))
+        # A peer's clock a little ahead is believed, so that copies of one
+        # entry keep one time however they travel; beyond that, clamped.
+        self.assertEqual(
+            self.successResultOf(core.get("a")).items,
+            [Entry(NOW + REPLICATION_SKEW, "h", 1), Entry(NOW + 100, "h", 2)],
+        )
+
+    def test_a_push_from_a_stranger_is_its_own_insert(self) -> None:
+        core, _ = make_core()
+        core.peer_source = FakePeers([], trusted=["203.0.113.5"])
+        self.successResultOf(
+            core.push([Change("a", Entry(NOW, "h", 1), "192.0.2.1")], "x.example:7100", "198.51.100.66")
+        )
+        self.successResultOf(
+            core.push([Change("b", Entry(NOW, "h", 1), "192.0.2.1")], "203.0.113.5:7100", "203.0.113.5")
+        )
+        self.assertEqual(
+            self.feed(core),
+            [
+                Change("a", Entry(NOW, "h", 1), "198.51.100.66", "198.51.100.66"),
+                Change("b", Entry(NOW, "h", 1), "192.0.2.1", "203.0.113.5:7100"),
+            ],
+        )
 
     def test_expired_and_unparsed_are_refused(self) -> None:
         core, _ = make_core(ttl=3600)
@@ -510,7 +552,7 @@ class PullTests(FeedTestCase):
             core.apply_pulled(
                 [
                     Change("a", Entry(NOW - 1, "h", 1), "192.0.2.1"),
-                    Change("a", Entry(NOW + 50, "g", 1)),
+                    Change("a", Entry(NOW + 10**6, "g", 1)),
                     Change("a", Entry(NOW - 101, "f", 1)),
                 ],
                 "203.0.113.5:7100",
@@ -524,7 +566,7 @@ class PullTests(FeedTestCase):
             self.feed(core),
             [
                 Change("a", Entry(NOW - 1, "h", 1), "192.0.2.1", "203.0.113.5:7100"),
-                Change("a", Entry(NOW, "g", 1), "", "203.0.113.5:7100"),
+                Change("a", Entry(NOW + REPLICATION_SKEW, "g", 1), "", "203.0.113.5:7100"),
             ],
         )
         self.assertEqual(core.stats["entries-pulled"], 2)
@@ -595,11 +637,15 @@ class ChangesTests(FeedTestCase):
 
 
 class FakePeers:
-    def __init__(self, peers: list[PeerStatus]) -> None:
+    def __init__(self, peers: list[PeerStatus], trusted: Sequence[str] = ()) -> None:
         self._peers = peers
+        self._trusted = set(trusted)
 
     def peers(self) -> list[PeerStatus]:
         return list(self._peers)
+
+    def is_peer(self, host: str) -> bool:
+        return host in self._trusted
 
 
 class IntrospectionTests(FeedTestCase):
@@ -635,7 +681,7 @@ class IntrospectionTests(FeedTestCase):
 
     def test_no_peers_without_a_source(self) -> None:
         core, _ = make_core()
-        self.assertIsNone(core.peer_source)
+        core.peer_source = None
         self.assertEqual(core.peers(), [])
 
     def test_peers_come_from_the_source(self) -> None:

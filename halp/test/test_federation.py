@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable, Sequence
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
@@ -38,8 +39,10 @@ from halp.client.servers import (
     ServerAddress,
     ServerRecord,
 )
-from halp.core import HALPCore, PeerStatus, Stored
+from halp.core import REPLICATION_SKEW, HALPCore, PeerStatus, Stored
 from halp.federation import (
+    BUSY_DELAY,
+    START_RETRY,
     CURSORS_KEY,
     SUMMARY_INTERVAL,
     MAX_OUTBOX_MESSAGES,
@@ -48,7 +51,8 @@ from halp.federation import (
     SERVERS_LABEL,
     Federation,
 )
-from halp.model import ChangePage, Entry, Limits
+from halp.error import StoreError
+from halp.model import Change, ChangePage, Entry, Limits, Merged
 from halp.server import HALPServerFactory
 from halp.store.memory import MemoryStore
 from halp.testing import FakeNetwork
@@ -525,11 +529,14 @@ class PushTests(FederationTestCase):
         self.assertEqual(a.stat("entries-pushed"), 1 + waiting)
 
     def test_throttled_push(self) -> None:
-        """A peer that answers ``error busy`` is backed off, not banned."""
+        """
+        A peer that answers ``error busy`` is neither failed nor banned:
+        the push goes again later, with what waited meanwhile.
+        """
         limits = Limits(max_gossip_entries=2)
         a = self.server(1, limits)
         b = self.server(2, limits)
-        b.core = HALPCore(b.store, self.clock, limits, push_rate=0.001, push_burst=1)
+        b.core = HALPCore(b.store, self.clock, limits, push_rate=0.1, push_burst=1)
         self.network.listen(b.address, HALPServerFactory(b.core, self.clock, log_requests=False))
         self.federate(a, b.address, public=False)
         self.insert(a, peer_entry(1, self.now()), peer_entry(2, self.now()))
@@ -541,8 +548,14 @@ class PushTests(FederationTestCase):
         self.assertEqual((a.stat("push-sent"), a.stat("push-failed")), (2, 1))
         self.assertEqual(
             a.fed.peers(),
-            [PeerStatus(str(b.address), "backoff", INITIAL_QUALITY + QUALITY_ANSWER - QUALITY_FAILURE, True)],
+            [PeerStatus(str(b.address), "trusted", INITIAL_QUALITY + QUALITY_ANSWER, True)],
         )
+        self.insert(a, peer_entry(4, self.now()))  # waits for the retry
+        self.network.flush()
+        self.assertEqual(a.stat("push-sent"), 2)
+        self.network.advance(BUSY_DELAY)
+        self.assertEqual(a.stat("push-sent"), 3)
+        self.assertEqual(len(self.entries(b)), 4)
         self.assertEqual(a.stat("peers-banned"), 0)
 
     def test_large_insert_is_pushed_in_batches(self) -> None:
@@ -559,6 +572,66 @@ class PushTests(FederationTestCase):
 
 
 # -- pull ----------------------------------------------------------------------
+
+
+class SlowStore(RecordingStore):
+    """Merges take ``delay`` seconds of the test clock; the first get_state may fail."""
+
+    def __init__(self, clock: Clock, delay: float = 0, fail_state: int = 0) -> None:
+        super().__init__()
+        self.clock = clock
+        self.delay = delay
+        self.fail_state = fail_state
+
+    def merge(self, changes: Sequence[Change], max_entries: int) -> Deferred[list[Merged]]:
+        result = super().merge(changes, max_entries)
+        if not self.delay:
+            return result
+        later: Deferred[list[Merged]] = Deferred()
+        self.clock.callLater(self.delay, result.chainDeferred, later)
+        return later
+
+    def get_state(self, key: str) -> Deferred[str | None]:
+        if self.fail_state:
+            self.fail_state -= 1
+            return fail(StoreError("database is locked"))
+        return super().get_state(key)
+
+
+class OwnStoreTests(FederationTestCase):
+    """This server's store being slow or failing is not its peers' fault."""
+
+    def node_on(self, store: SlowStore) -> Node:
+        core = HALPCore(store, self.clock, Limits(), node_id="node-1")
+        factory = HALPServerFactory(core, self.clock, log_requests=False)
+        node = Node(address(1), store, core, factory)
+        self.network.listen(node.address, factory)
+        return node
+
+    def test_a_slow_merge_does_not_time_out_the_peer(self) -> None:
+        a = self.node_on(SlowStore(self.clock, delay=30))
+        b = self.server(2)
+        self.insert(b, peer_entry(1, self.now()), label=SERVERS_LABEL)
+        self.federate(a, b.address, public=False, timeout=10)
+        d = self.sync(a)
+        self.network.advance(30)
+        self.successResultOf(d)
+        self.assertEqual(self.states(a)[str(b.address)], "trusted")
+        self.assertEqual((a.stat("pull-failed"), a.stat("entries-pulled")), (0, 1))
+        # The halp entry that came in was learned.
+        self.assertIn(ServerAddress("198.51.100.1", 6881), a.fed.table)
+
+    def test_a_failed_start_is_tried_again(self) -> None:
+        a = self.node_on(SlowStore(self.clock, fail_state=1))
+        b = self.server(2)
+        fed = self.federate(a, b.address, public=True)
+        self.flushLoggedErrors(StoreError)
+        self.assertEqual(self.successResultOf(a.store.get(SERVERS_LABEL, 0, 10, 0)), [])
+        self.network.advance(START_RETRY)
+        self.assertEqual(
+            [e.port for e in self.successResultOf(a.store.get(SERVERS_LABEL, 0, 10, 0))], [7100]
+        )
+        self.assertTrue(fed.running)
 
 
 class PullTests(FederationTestCase):
@@ -690,7 +763,7 @@ class PullTests(FederationTestCase):
         self.network.listen(address(2), ScriptedPeerFactory({"changes": lines}))
         self.federate(a, address(2), public=False)
         self.successResultOf(self.sync(a))
-        self.assertEqual(self.entries(a), [Entry(now, "198.51.100.2", 1)])
+        self.assertEqual(self.entries(a), [Entry(now + REPLICATION_SKEW, "198.51.100.2", 1)])
         self.assertEqual((a.stat("entries-pulled"), a.stat("entries-rejected")), (1, 1))
         self.assertEqual(a.stat("pull-failed"), 0)
         self.assertEqual(self.states(a), {str(address(2)): "trusted"})
@@ -1269,6 +1342,7 @@ class AnnounceTests(FederationTestCase):
         """A listed server names itself in a push; an unlisted one does not."""
         b = self.server(2)
         listed, unlisted = self.server(1), self.server(3)
+        self.federate(b, listed.address, unlisted.address, public=False)
         self.federate(listed, b.address)
         self.federate(unlisted, b.address, public=False)
         self.insert(listed, peer_entry(1, self.now()))

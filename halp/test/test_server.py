@@ -14,7 +14,7 @@ from twisted.internet.testing import EventLoggingObserver, StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from halp.core import HALPCore, PeerStatus
+from halp.core import REPLICATION_SKEW, HALPCore, PeerStatus
 from halp.error import StoreError
 from halp.model import Change, Entry, LabelInfo, Limits, Merged
 from halp.server import HALPServerFactory, HALPServerProtocol, describe_address
@@ -478,14 +478,23 @@ class FactoryTests(ServerTestCase):
 
 
 class FakePeers:
-    def __init__(self, peers: list[PeerStatus]) -> None:
+    def __init__(self, peers: list[PeerStatus], trusted: Sequence[str] = ()) -> None:
         self._peers = peers
+        self._trusted = set(trusted)
 
     def peers(self) -> list[PeerStatus]:
         return list(self._peers)
 
+    def is_peer(self, host: str) -> bool:
+        return host in self._trusted
+
 
 class FederationRequestTests(ServerTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        # The tests push from the connection's host, and from "p": peers.
+        self.core.peer_source = FakePeers([], trusted=["192.168.1.1", "p"])
+
     def feed(self) -> list[Change]:
         return self.successResultOf(self.store.changes("0", 1000, 0)).changes
 
@@ -552,7 +561,7 @@ class FederationRequestTests(ServerTestCase):
             b"junk\n"
             b"a 5 h 1\n"
             b"b %d h 2 -\n"
-            b"\n" % (NOW + 60, NOW - 1)
+            b"\n" % (NOW + 10**6, NOW - 1)
         )
         self.assertEqual(
             self.lines(),
@@ -565,7 +574,12 @@ class FederationRequestTests(ServerTestCase):
         self.assertEqual(
             self.feed(),
             [
-                Change("a", Entry(NOW, "198.51.100.7", 6881), "192.0.2.1", "203.0.113.5:7100"),
+                Change(
+                    "a",
+                    Entry(NOW + REPLICATION_SKEW, "198.51.100.7", 6881),
+                    "192.0.2.1",
+                    "203.0.113.5:7100",
+                ),
                 Change("b", Entry(NOW - 1, "h", 2), "", "203.0.113.5:7100"),
             ],
         )

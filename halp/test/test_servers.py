@@ -19,6 +19,7 @@ from halp.client.servers import (
     BACKOFF_BASE,
     BACKOFF_CAP,
     BAN_TIME,
+    MAX_BANNED,
     DIALECT_RECHECK,
     FORGET_AFTER,
     FORGET_FAILURES,
@@ -1305,3 +1306,40 @@ class FederationTableTests(SynchronousTestCase):
             table = ServerTable()
             table.load(json.dumps({"servers": [], "banned": banned}), [], NOW)
             self.assertEqual(table.banned(NOW), {})
+
+
+class FloodTests(SynchronousTestCase):
+    """What a flood of ``halp`` entries and of misbehaving servers costs."""
+
+    def test_a_server_that_answered_is_not_pushed_out_after_one_failure(self) -> None:
+        table = table_of((addr(1), NOW), (addr(2), NOW), max_learned=2)
+        table.succeeded(addr(1), NOW, 0, "halp1")
+        table.failed(addr(1), NOW + 1)  # quality back to the start value
+        self.assertEqual(record(table, addr(1)).quality, INITIAL_QUALITY)
+        keep, evicted = table.learn([entry(addr(i), NOW + 5) for i in (7, 8, 9)], NOW + 5)
+        # The untested one makes room; the one that answered stays.
+        self.assertIn(addr(1), table)
+        self.assertEqual(evicted, [addr(2)])
+        self.assertEqual(len([r for r in table.records() if not r.pinned]), 2)
+
+    def test_bans_that_ended_are_dropped_and_bans_are_bounded(self) -> None:
+        table = ServerTable()
+        for i in range(1, 4):
+            table.learn([entry(addr(i), NOW)], NOW)
+            table.misbehaved(addr(i), NOW)
+        later = NOW + BAN_TIME + 1
+        table.learn([entry(addr(9), later)], later)
+        table.misbehaved(addr(9), later)
+        self.assertEqual(table.banned(later), {addr(9): later + BAN_TIME})
+        self.assertEqual(len(json.loads(table.dump())["banned"]), 1)
+
+    def test_at_most_max_banned_bans(self) -> None:
+        table = ServerTable()
+        for i in range(MAX_BANNED + 5):
+            address = ServerAddress(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", 7100)
+            table.learn([Entry(NOW, address.host, address.port)], NOW + i)
+            table.misbehaved(address, NOW + i)
+        banned = table.banned(NOW + MAX_BANNED + 5)
+        self.assertEqual(len(banned), MAX_BANNED)
+        # The bans that end first went first.
+        self.assertNotIn(ServerAddress("10.0.0.0", 7100), banned)
