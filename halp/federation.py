@@ -38,7 +38,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from halp.client.protocol import HALPClientProtocol
-from halp.client.servers import MAX_LEARNED, ServerAddress, ServerRecord, ServerTable
+from halp.client.servers import (
+    MAX_LEARNED,
+    ServerAddress,
+    ServerRecord,
+    ServerTable,
+    parse_server,
+)
 from halp.core import PROTOCOL_VERSION, HALPCore, PeerStatus
 from halp.error import (
     BadResponse,
@@ -275,11 +281,11 @@ class Federation(Service):
             if not isinstance(text, str) or not isinstance(cursor, str):
                 continue
             try:
-                host, _, port = text.rpartition(":")
-                address = ServerAddress(host.strip("[]"), int(port))
+                address, dialect = parse_server(text)
             except ValueError:
                 continue
-            cursors[address] = cursor
+            if dialect is None:
+                cursors[address] = cursor
         return cursors
 
     def _save(self) -> Deferred[None]:

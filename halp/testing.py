@@ -21,7 +21,7 @@ reads one request, answers without a status line and closes.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Sequence
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, fail, succeed
@@ -33,13 +33,13 @@ from twisted.test import iosim
 from zope.interface import implementer
 
 from halp.client.servers import ServerAddress
-from halp.core import HALPCore
+from halp.core import HALPCore, PeerStatus
 from halp.interfaces import IHostStore
 from halp.model import Limits
 from halp.server import HALPServerFactory
 from halp.store.memory import MemoryStore
 
-__all__ = ["FakeNetwork", "LibhalpServerFactory"]
+__all__ = ["FakeNetwork", "LibhalpServerFactory", "StaticPeers"]
 
 #: The client side of every fake connection.
 CLIENT_ADDRESS = IPv4Address("TCP", "198.51.100.1", 40000)
@@ -161,6 +161,24 @@ class _Endpoint:
 
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
         return self._network.connect(self._address, protocolFactory, self._source)
+
+
+class StaticPeers:
+    """
+    A :class:`~halp.core.PeerSource` that lists ``peers`` and knows the
+    hosts ``trusted`` as peer servers: set it as a core's ``peer_source``
+    to test what a federating server does without running a federation.
+    """
+
+    def __init__(self, peers: Sequence[PeerStatus], trusted: Iterable[str] = ()) -> None:
+        self._peers = list(peers)
+        self._trusted = frozenset(trusted)
+
+    def peers(self) -> list[PeerStatus]:
+        return list(self._peers)
+
+    def is_peer(self, host: str) -> bool:
+        return host in self._trusted
 
 
 # -- a libhalp server --------------------------------------------------------

@@ -25,6 +25,7 @@ from halp.error import ErrorCode, ProtocolError, StoreError
 from halp.model import Change, Entry, LabelInfo, Limits, RejectedEntry, Window
 from halp.stats import COUNTERS
 from halp.store.memory import MemoryStore
+from halp.testing import StaticPeers
 
 NOW = 1_800_000_000
 
@@ -38,7 +39,7 @@ def make_core(**limits: int) -> tuple[HALPCore, Clock]:
     clock = Clock()
     clock.advance(NOW)
     core = HALPCore(MemoryStore(), clock, Limits(**limits))
-    core.peer_source = FakePeers([], trusted=PEER_HOSTS)
+    core.peer_source = StaticPeers([], trusted=PEER_HOSTS)
     return core, clock
 
 
@@ -380,7 +381,7 @@ class PushTests(FeedTestCase):
 
     def test_a_push_from_a_stranger_is_its_own_insert(self) -> None:
         core, _ = make_core()
-        core.peer_source = FakePeers([], trusted=["203.0.113.5"])
+        core.peer_source = StaticPeers([], trusted=["203.0.113.5"])
         self.successResultOf(
             core.push([Change("a", Entry(NOW, "h", 1), "192.0.2.1")], "x.example:7100", "198.51.100.66")
         )
@@ -636,18 +637,6 @@ class ChangesTests(FeedTestCase):
         self.assertEqual(core.stats["changes-served"], 2)
 
 
-class FakePeers:
-    def __init__(self, peers: list[PeerStatus], trusted: Sequence[str] = ()) -> None:
-        self._peers = peers
-        self._trusted = set(trusted)
-
-    def peers(self) -> list[PeerStatus]:
-        return list(self._peers)
-
-    def is_peer(self, host: str) -> bool:
-        return host in self._trusted
-
-
 class IntrospectionTests(FeedTestCase):
     def test_hello_names_the_node_and_features(self) -> None:
         clock = Clock()
@@ -690,7 +679,7 @@ class IntrospectionTests(FeedTestCase):
             PeerStatus("192.0.2.1:7100", "trusted", 9, True),
             PeerStatus("[2001:db8::1]:7100", "untested", 0, False),
         ]
-        core.peer_source = FakePeers(listed)
+        core.peer_source = StaticPeers(listed)
         self.assertEqual(core.peers(), listed)
         core.peer_source = None
         self.assertEqual(core.peers(), [])

@@ -431,30 +431,22 @@ class PushTests(FederationTestCase):
         self.assertEqual(self.stats(nodes, "push-sent"), after_push)
 
     def test_not_pushed_back(self) -> None:
-        """A pushed change is not pushed back to the server that pushed it."""
-        a, b = self.server(1), self.server(2)
-        self.federate(a, b.address)
-        self.federate(b, a.address)
-        self.network.flush()
-        sent = self.stats([a, b], "push-sent")
-        entry = peer_entry(7, self.now())
-        self.insert(a, entry)
-        self.network.flush()
-        self.assertEqual(self.deltas([a, b], "push-sent", sent), [1, 0])
-        self.assertEqual(self.entries(b), [entry])
-
-    def test_not_pushed_back_to_an_unlisted_server(self) -> None:
-        """A pusher without a public address is recognised by its host."""
-        a, b = self.server(1), self.server(2)
-        self.federate(a, b.address, public=False)
-        self.federate(b, a.address, public=False)
-        self.network.flush()
-        sent = self.stats([a, b], "push-sent")
-        entry = peer_entry(7, self.now())
-        self.insert(a, entry)
-        self.network.flush()
-        self.assertEqual(self.deltas([a, b], "push-sent", sent), [1, 0])
-        self.assertEqual(self.entries(b), [entry])
+        """
+        A pushed change is not pushed back to the server that pushed it,
+        whether that server named itself (public) or is known by its host.
+        """
+        for public in (True, False):
+            self.network = FakeNetwork(self.clock)
+            a, b = self.server(1), self.server(2)
+            self.federate(a, b.address, public=public)
+            self.federate(b, a.address, public=public)
+            self.network.flush()
+            sent = self.stats([a, b], "push-sent")
+            entry = peer_entry(7, self.now())
+            self.insert(a, entry)
+            self.network.flush()
+            self.assertEqual(self.deltas([a, b], "push-sent", sent), [1, 0], public)
+            self.assertEqual(self.entries(b), [entry], public)
 
     def test_a_peer_whose_backoff_ended_is_still_listed_as_failing(self) -> None:
         a = self.server(1)

@@ -20,6 +20,7 @@ from halp.model import Change, Entry, LabelInfo, Limits, Merged
 from halp.server import HALPServerFactory, HALPServerProtocol, describe_address
 from halp.stats import COUNTERS
 from halp.store.memory import MemoryStore
+from halp.testing import StaticPeers
 from halp.wire import ChangesStatus, parse_changes_status, parse_status
 
 NOW = 1_800_000_000
@@ -477,23 +478,11 @@ class FactoryTests(ServerTestCase):
 # -- federation requests -------------------------------------------------------
 
 
-class FakePeers:
-    def __init__(self, peers: list[PeerStatus], trusted: Sequence[str] = ()) -> None:
-        self._peers = peers
-        self._trusted = set(trusted)
-
-    def peers(self) -> list[PeerStatus]:
-        return list(self._peers)
-
-    def is_peer(self, host: str) -> bool:
-        return host in self._trusted
-
-
 class FederationRequestTests(ServerTestCase):
     def setUp(self) -> None:
         super().setUp()
         # The tests push from the connection's host, and from "p": peers.
-        self.core.peer_source = FakePeers([], trusted=["192.168.1.1", "p"])
+        self.core.peer_source = StaticPeers([], trusted=["192.168.1.1", "p"])
 
     def feed(self) -> list[Change]:
         return self.successResultOf(self.store.changes("0", 1000, 0)).changes
@@ -692,7 +681,7 @@ class FederationRequestTests(ServerTestCase):
         self.assertEqual(self.lines(), [b"ok 0"])
 
     def test_peers(self) -> None:
-        self.core.peer_source = FakePeers(
+        self.core.peer_source = StaticPeers(
             [
                 PeerStatus("192.0.2.1:7100", "trusted", 9, True),
                 PeerStatus("[2001:db8::1]:7100", "backoff", 0, False),
