@@ -14,7 +14,7 @@ from typing import Sequence
 from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
-from halp.model import Change, ChangePage, Entry, LabelInfo, Merged
+from halp.model import Census, Change, ChangePage, Entry, LabelInfo, Merged
 
 __all__ = ["IHostStore"]
 
@@ -99,6 +99,22 @@ class IHostStore(Interface):
 
         :return: a Deferred firing with a list of :class:`~halp.model.LabelInfo` carrying
             full label names.
+        """
+
+    def census(since: int, limit: int) -> Deferred[Census]:
+        """
+        Count what the store holds, for metrics and the status page.
+
+        Only labels that hold entries count, and only those whose label
+        index time is ``since`` or later (older ones hold only expired
+        entries).  Their entries are counted as stored: entries that
+        expired since the last :meth:`purge` are included.  The cost grows
+        with the number of labels, not with the number of entries.
+
+        :return: a Deferred firing with a :class:`~halp.model.Census` whose
+            ``busiest`` lists up to ``limit`` labels, most recently active
+            first (ties by name), or failing with
+            :class:`halp.error.StoreError`.
         """
 
     def remove(label: str, addresses: Sequence[tuple[str, int]]) -> Deferred[int]:

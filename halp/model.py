@@ -18,10 +18,12 @@ from typing import NamedTuple
 from halp.error import ErrorCode, ProtocolError
 
 __all__ = [
+    "Census",
     "Change",
     "ChangePage",
     "Entry",
     "Merged",
+    "LabelCount",
     "LabelInfo",
     "Limits",
     "RejectedEntry",
@@ -143,6 +145,39 @@ class ChangePage:
     changes: list[Change]
     cursor: str
     more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LabelCount:
+    """
+    A label that holds entries, as :meth:`~halp.interfaces.IHostStore.census`
+    counts it.
+
+    :ivar name: the full label.
+    :ivar entries: the entries stored under exactly this label.
+    :ivar active: its label index time: the newest confirmation stored in
+        the label or one of its sublabels.
+    """
+
+    name: str
+    entries: int
+    active: int
+
+
+@dataclass(frozen=True, slots=True)
+class Census:
+    """
+    What a store holds: totals, and the most recently active labels.
+
+    :ivar labels: how many labels hold entries.
+    :ivar entries: how many entries they hold in all.
+    :ivar busiest: up to the number asked for of those labels, most
+        recently active first (ties by name).
+    """
+
+    labels: int
+    entries: int
+    busiest: list[LabelCount]
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,9 +16,11 @@ from zope.interface import implementer
 
 from halp.interfaces import IHostStore
 from halp.model import (
+    Census,
     Change,
     ChangePage,
     Entry,
+    LabelCount,
     LabelInfo,
     Merged,
     label_ancestors,
@@ -183,6 +185,16 @@ class MemoryStore:
             found.append(Change(label, Entry(row.ts, host, port), row.source, row.via))
             last = seq
         return succeed(ChangePage(found, make_cursor(self._epoch, last), more))
+
+    def census(self, since: int, limit: int) -> Deferred[Census]:
+        counts = [
+            LabelCount(name, len(table.rows), self._index[name])
+            for name, table in self._labels.items()
+            if self._index.get(name, since - 1) >= since
+        ]
+        counts.sort(key=lambda c: (-c.active, c.name))
+        total = sum(c.entries for c in counts)
+        return succeed(Census(len(counts), total, counts[: max(0, limit)]))
 
     def remove(self, label: str, addresses: Sequence[tuple[str, int]]) -> Deferred[int]:
         table = self._labels.get(label)

@@ -31,9 +31,11 @@ from zope.interface import implementer
 from halp.error import StoreError, StoreSchemaError
 from halp.interfaces import IHostStore
 from halp.model import (
+    Census,
     Change,
     ChangePage,
     Entry,
+    LabelCount,
     LabelInfo,
     Merged,
     label_ancestors,
@@ -290,6 +292,20 @@ def _list_labels(
     return [LabelInfo(ts, name) for ts, name in rows]
 
 
+def _census(conn: sqlite3.Connection, since: int, limit: int) -> Census:
+    labels, entries = conn.execute(
+        "SELECT COUNT(*), COALESCE(SUM(entries), 0) FROM labels"
+        " WHERE entries > 0 AND ts >= ?",
+        (since,),
+    ).fetchone()
+    rows = conn.execute(
+        "SELECT name, entries, ts FROM labels WHERE entries > 0 AND ts >= ?"
+        " ORDER BY ts DESC, name LIMIT ?",
+        (since, max(0, limit)),
+    )
+    return Census(labels, entries, [LabelCount(*row) for row in rows])
+
+
 def _remove(
     conn: sqlite3.Connection, label: str, addresses: Sequence[tuple[str, int]]
 ) -> int:
@@ -387,6 +403,9 @@ class SQLiteStore:
         self, parent: str, start: int, stop: int, since: int
     ) -> Deferred[list[LabelInfo]]:
         return self._submit(lambda c: _list_labels(c, parent, start, stop, since), False)
+
+    def census(self, since: int, limit: int) -> Deferred[Census]:
+        return self._submit(lambda c: _census(c, since, limit), False)
 
     def remove(self, label: str, addresses: Sequence[tuple[str, int]]) -> Deferred[int]:
         addresses = tuple(addresses)

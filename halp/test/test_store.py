@@ -16,7 +16,7 @@ from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
 from halp.interfaces import IHostStore
-from halp.model import Change, Entry, LabelInfo, Merged
+from halp.model import Census, Change, Entry, LabelCount, LabelInfo, Merged
 from halp.store import insert_entries
 from halp.store.memory import MemoryStore
 from halp.store.sqlite import SQLiteStore
@@ -214,6 +214,61 @@ class StoreContractMixin(_Base):
         stored = yield insert_entries(self.store, ["a"], [], 100)
         self.assertEqual(stored, [[]])
         self.assertEqual((yield self.store.list_labels("", 0, 10, 0)), [])
+
+    @inlineCallbacks
+    def test_census_of_an_empty_store(self) -> Gen:
+        self.assertEqual((yield self.store.census(0, 10)), Census(0, 0, []))
+
+    @inlineCallbacks
+    def test_census_counts_labels_that_hold_entries(self) -> Gen:
+        yield insert_entries(self.store, ["app/v1", "app/v2/x"], [E1, E2], 100)
+        yield insert_entries(self.store, ["bittorrent"], [E3], 100)
+        census = yield self.store.census(0, 10)
+        # "app" and "app/v2" are index rows without entries of their own.
+        self.assertEqual(
+            census,
+            Census(
+                3,
+                5,
+                [
+                    LabelCount("bittorrent", 1, 3000),
+                    LabelCount("app/v1", 2, 2000),
+                    LabelCount("app/v2/x", 2, 2000),
+                ],
+            ),
+        )
+
+    @inlineCallbacks
+    def test_census_limits_the_list_not_the_totals(self) -> Gen:
+        yield insert_entries(self.store, ["a", "b", "c"], [E1], 100)
+        census = yield self.store.census(0, 2)
+        self.assertEqual((census.labels, census.entries), (3, 3))
+        self.assertEqual([c.name for c in census.busiest], ["a", "b"])
+        self.assertEqual((yield self.store.census(0, 0)).busiest, [])
+
+    @inlineCallbacks
+    def test_census_leaves_out_labels_with_only_expired_entries(self) -> Gen:
+        yield insert_entries(self.store, ["old"], [E1], 100)
+        yield insert_entries(self.store, ["new"], [E1, E3], 100)
+        census = yield self.store.census(2000, 10)
+        # "new" still holds its expired entry until the next purge.
+        self.assertEqual(census, Census(1, 2, [LabelCount("new", 2, 3000)]))
+
+    @inlineCallbacks
+    def test_census_follows_evictions_removals_and_purges(self) -> Gen:
+        yield insert_entries(self.store, ["a"], [E1, E2, E3], 2)
+        yield insert_entries(self.store, ["b"], [E1, E2], 100)
+        self.assertEqual((yield self.store.census(0, 10)).entries, 4)
+        yield self.store.remove("b", [E1.address])
+        self.assertEqual((yield self.store.census(0, 10)).entries, 3)
+        yield self.store.remove("b", [E2.address])
+        self.assertEqual(
+            (yield self.store.census(0, 10)), Census(1, 2, [LabelCount("a", 2, 3000)])
+        )
+        yield self.store.purge(2500)
+        self.assertEqual(
+            (yield self.store.census(0, 10)), Census(1, 1, [LabelCount("a", 1, 3000)])
+        )
 
     @inlineCallbacks
     def test_purge(self) -> Gen:
