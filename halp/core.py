@@ -35,7 +35,7 @@ from halp.model import (
     Window,
 )
 from halp.ratelimit import KeyedLimiter
-from halp.stats import Stats
+from halp.stats import Stats, Traffic
 
 __all__ = ["HALPCore", "Page", "Refused", "Replicated", "Stored", "PROTOCOL_VERSION"]
 
@@ -161,6 +161,12 @@ class HALPCore:
         #: so that federation recognises itself under another address.
         self.node_id = node_id if node_id is not None else secrets.token_hex(8)
         self.stats = Stats()
+        #: What the front ends answered, for metrics and the status page.
+        self.traffic = Traffic()
+        #: The base URLs of this server's HTTP face that others may use
+        #: (``http://HOST:PORT/``), announced by ``hello``; set by the
+        #: service that serves it.
+        self.http_urls: list[str] = []
         self.started = self.now()
         self._observers: list[Callable[[list[Change], bool], None]] = []
         #: Set by :class:`~halp.federation.Federation` to list its peers.
@@ -405,6 +411,7 @@ class HALPCore:
             ("max-gossip-entries", limits.max_gossip_entries),
             ("node", self.node_id),
             ("features", " ".join(FEATURES)),
+            *([("http", " ".join(self.http_urls))] if self.http_urls else []),
         ]
 
     def peers(self) -> list[PeerStatus]:

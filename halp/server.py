@@ -60,6 +60,20 @@ from halp.wire import (
 __all__ = ["HALPServerFactory", "HALPServerProtocol", "describe_address"]
 
 
+#: The kind of each request, as metrics count them.
+_KINDS: dict[type, str] = {
+    Get: "get",
+    ListLabels: "labels",
+    Insert: "insert",
+    Hello: "hello",
+    Quit: "quit",
+    Changes: "changes",
+    Push: "push",
+    Stats: "stats",
+    Peers: "peers",
+}
+
+
 class _Close:
     """Marks the end of a connection's input in its request queue."""
 
@@ -404,25 +418,44 @@ class HALPServerFactory(Factory):
 
     def connection_opened(self, proto: HALPServerProtocol) -> None:
         self.connections.add(proto)
+        self.core.traffic.connected("halp1", 1)
         self._log.info("{peer} connected", peer=proto.peer)
 
     def connection_closed(self, proto: HALPServerProtocol) -> None:
-        self.connections.discard(proto)
+        if proto in self.connections:
+            self.connections.discard(proto)
+            self.core.traffic.connected("halp1", -1)
         self._log.info("{peer} disconnected", peer=proto.peer)
 
     def log_request(
         self, proto: HALPServerProtocol, request: Request | ProtocolError, reply: Reply
     ) -> None:
-        if not self.log_requests:
-            return
         what = (
             "(malformed request)" if isinstance(request, ProtocolError) else summarize(request)
         )
+        status = reply.status.decode("ascii").rstrip("\n")
+        if status.startswith("ok"):
+            result, message = "ok", ""
+        else:
+            # "error CODE MESSAGE"
+            _, _, rest = status.partition(" ")
+            result, _, message = rest.partition(" ")
+        self.core.traffic.record(
+            "halp1",
+            _KINDS.get(type(request), "malformed"),
+            result or "internal",
+            when=self.core.now(),
+            peer=proto.peer_host,
+            request=what,
+            message=message,
+        )
+        if not self.log_requests:
+            return
         self._log.info(
             "{peer} {request} -> {status}",
             peer=proto.peer,
             request=what,
-            status=reply.status.decode("ascii").rstrip("\n"),
+            status=status,
             lines=len(reply.lines),
         )
 

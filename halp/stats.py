@@ -1,14 +1,17 @@
 # -*- test-case-name: halp.test.test_stats -*-
 """
 A server's counters: what the ``stats`` request answers, what the logs
-summarize, and (later) what metrics export.
+summarize, and what ``/metrics`` and the status page show.
 """
 
 from __future__ import annotations
 
+import ipaddress
+from collections import Counter, deque
+from dataclasses import dataclass
 from typing import Iterator
 
-__all__ = ["COUNTERS", "Stats"]
+__all__ = ["COUNTERS", "RecentError", "Stats", "Traffic", "client_network"]
 
 #: Every counter, with what it counts.  Names are stable: operators graph
 #: them.
@@ -50,3 +53,81 @@ class Stats:
     def __iter__(self) -> Iterator[tuple[str, int]]:
         """``(name, value)`` for every counter, in the documented order."""
         return iter(self._values.items())
+
+
+@dataclass(frozen=True, slots=True)
+class RecentError:
+    """A request that was answered with an error, as the status page lists it."""
+
+    #: POSIX seconds.
+    time: int
+    #: ``halp1`` (the line protocol) or ``http``.
+    frontend: str
+    #: The client's network, not its address (see :func:`client_network`).
+    network: str
+    #: What was asked, in a few words (no request bodies).
+    request: str
+    #: The error code (``bad-label``, ``unavailable``, ``not-found``...).
+    code: str
+    message: str
+
+
+#: Results that are not errors.
+OK_RESULTS = frozenset({"ok", "not-modified"})
+
+
+def client_network(host: str) -> str:
+    """
+    The network a client is in, for pages that others may read: its IPv4
+    /24 or IPv6 /48, not its address; a name or an unknown host is
+    ``"?"``.
+    """
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return "?"
+    prefix = 24 if address.version == 4 else 48
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+
+
+class Traffic:
+    """
+    What the server's front ends answered: requests by front end, kind and
+    result (for ``/metrics``), open connections, and the latest errors (for
+    the status page).
+
+    :param recent: how many errors to remember.
+    """
+
+    def __init__(self, recent: int = 50) -> None:
+        self.requests: Counter[tuple[str, str, str]] = Counter()
+        self.connections: Counter[str] = Counter()
+        self.recent: deque[RecentError] = deque(maxlen=recent)
+
+    def record(
+        self,
+        frontend: str,
+        kind: str,
+        result: str,
+        *,
+        when: int,
+        peer: str = "",
+        request: str = "",
+        message: str = "",
+    ) -> None:
+        """
+        Count one answered request; ``result`` is ``ok``, ``not-modified``
+        or an error code.  An error is also remembered, with ``peer`` (a
+        host) reduced to its network.
+        """
+        self.requests[(frontend, kind, result)] += 1
+        if result not in OK_RESULTS:
+            self.recent.append(
+                RecentError(
+                    when, frontend, client_network(peer), request or kind, result, message
+                )
+            )
+
+    def connected(self, frontend: str, change: int) -> None:
+        """A connection to ``frontend`` opened (``+1``) or closed (``-1``)."""
+        self.connections[frontend] += change
