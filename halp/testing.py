@@ -32,12 +32,18 @@ from twisted.internet.task import Clock
 from twisted.test import iosim
 from zope.interface import implementer
 
+from treq.client import HTTPClient
+from treq.testing import _SynchronousProducer
+from twisted.web.client import Agent
+from twisted.web.iweb import IAgentEndpointFactory
+
 from halp.client.servers import ServerAddress
 from halp.core import HALPCore, PeerStatus
 from halp.interfaces import IHostStore
 from halp.model import Limits
 from halp.server import HALPServerFactory
 from halp.store.memory import MemoryStore
+from halp.web import HALPSite, make_site
 
 __all__ = ["FakeNetwork", "LibhalpServerFactory", "StaticPeers"]
 
@@ -83,6 +89,32 @@ class FakeNetwork:
         factory = HALPServerFactory(core, self.clock, log_requests=False)
         self.listen(address, factory)
         return factory
+
+    def http_server(
+        self,
+        address: ServerAddress,
+        store: IHostStore | None = None,
+        limits: Limits = Limits(),
+    ) -> HALPSite:
+        """
+        Start a real HALP HTTP face at ``address`` (give it the ``http``
+        scheme) and return its site; ``site.core`` is its core.
+        """
+        core = HALPCore(store if store is not None else MemoryStore(), self.clock, limits)
+        site = make_site(core, self.clock, log_requests=False)
+        self.listen(address, site)
+        return site
+
+    def http_client(self, source: ServerAddress | None = None) -> HTTPClient:
+        """
+        A treq client whose connections go over this network (from
+        ``source``'s host, if given): pass to ``HALPClient(http=...)``, or
+        drive an HTTP face with it, calling :meth:`flush` to deliver.
+        """
+        origin = CLIENT_ADDRESS if source is None else _address(ServerAddress(source.host, 40000))
+        agent = Agent.usingEndpointFactory(self.clock, _EndpointFactory(self, origin))
+        # Bodies are written at once, not by a cooperator on the reactor.
+        return HTTPClient(agent, data_to_body_producer=_SynchronousProducer)
 
     def refuse(self, address: ServerAddress) -> None:
         """Make ``address`` refuse connections (a server that is down)."""
@@ -145,6 +177,18 @@ class FakeNetwork:
         self.flush()
         self.clock.advance(seconds)
         self.flush()
+
+
+@implementer(IAgentEndpointFactory)
+class _EndpointFactory:
+    def __init__(self, network: FakeNetwork, source: IPv4Address | IPv6Address) -> None:
+        self._network = network
+        self._source = source
+
+    def endpointForURI(self, uri: Any) -> IStreamClientEndpoint:
+        host = uri.host.decode("ascii").strip("[]")
+        address = ServerAddress(host, uri.port, uri.scheme.decode("ascii"))
+        return _Endpoint(self._network, address, self._source)
 
 
 @implementer(IStreamClientEndpoint)
