@@ -586,13 +586,30 @@ class Federation(Service):
     # -- announcing this server ----------------------------------------------
 
     def _announce(self) -> None:
+        old = self._calls.get("announce")
+        if old is not None and old.active():
+            old.cancel()
         self._schedule(
             "announce", self.announce_interval * self._rng.uniform(0.9, 1.0), self._announce
         )
         assert self.public is not None
-        entry = Entry(self.now(), self.public.host, self.public.port)
-        d = self.core.insert([SERVERS_LABEL], [entry])
-        self._track(d)
+        now = self.now()
+        listed = [self.public]
+        for url in self.core.http_urls:
+            address, _ = parse_server(url)
+            listed.append(address)
+        for address in listed:
+            entry = Entry(now, address.host, address.port)
+            self._track(self.core.insert([address.label], [entry]))
+
+    def relist(self) -> None:
+        """
+        List this server again now, for example because its HTTP face just
+        got its port (:attr:`HALPCore.http_urls <halp.core.HALPCore.http_urls>`
+        changed).
+        """
+        if self.running and self._ready and self.public is not None:
+            self._announce()
 
     # -- the log -------------------------------------------------------------
 

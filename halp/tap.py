@@ -14,7 +14,12 @@ from typing import Any, Callable
 from twisted.application.internet import TimerService
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IListeningPort, IReactorCore, IStreamServerEndpoint
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocolFactory,
+    IReactorCore,
+    IStreamServerEndpoint,
+)
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python import usage
@@ -97,6 +102,16 @@ def _public_address(text: str) -> ServerAddress:
     if dialect is not None:
         raise ValueError(f"--public-address: expected HOST:PORT, not {text!r}")
     return address
+
+
+def _public_http(text: str) -> str:
+    try:
+        address, _ = parse_server(text)
+    except ValueError as e:
+        raise ValueError(f"--public-http: {e}") from None
+    if address.scheme == "halp":
+        raise ValueError(f"--public-http: expected http://HOST:PORT/ or https://..., not {text!r}")
+    return address.url
 
 
 def normalize_endpoint(description: str) -> str:
@@ -194,6 +209,16 @@ class Options(usage.Options):
             _public_address,
         ],
         [
+            "public-http",
+            None,
+            None,
+            "The URL (http://HOST:PORT/ or https://HOST:PORT/) where clients "
+            "reach the HTTP face; it is announced in the halp/http (or "
+            "halp/https) label.  Default: the --public-address host with the "
+            "port of the first --http endpoint.",
+            _public_http,
+        ],
+        [
             "fanout",
             None,
             5,
@@ -220,6 +245,7 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["ports"] = []
+        self["http"] = []
         self["peers"] = []
         self._failed = False
 
@@ -231,6 +257,8 @@ class Options(usage.Options):
             raise usage.UsageError(f"--peer: {e}") from None
         if dialect == "libhalp":
             raise usage.UsageError("--peer: a libhalp server cannot federate")
+        if address.scheme != "halp":
+            raise usage.UsageError("--peer: servers federate over HALP/1: give HOST:PORT")
         if address not in self["peers"]:
             self["peers"].append(address)
 
@@ -240,6 +268,13 @@ class Options(usage.Options):
             self["ports"].append(normalize_endpoint(description))
         except ValueError as e:
             raise usage.UsageError(f"--port: {e}") from None
+
+    def opt_http(self, description: str) -> None:
+        """Also serve the HTTP face (JSON API, host list, metrics, status page) on this endpoint: a port number or an endpoint string such as tcp:8080:interface=127.0.0.1 (repeatable; off by default)."""  # noqa: E501
+        try:
+            self["http"].append(normalize_endpoint(description))
+        except ValueError as e:
+            raise usage.UsageError(f"--http: {e}") from None
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         try:
@@ -258,10 +293,17 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if not self["ports"]:
             self["ports"] = [f"tcp:{DEFAULT_PORT}"]
-        if self["no-federation"] and (self["peers"] or self["public-address"]):
+        if self["no-federation"] and (
+            self["peers"] or self["public-address"] or self["public-http"]
+        ):
             raise usage.UsageError(
-                "--no-federation: cannot be combined with --peer or --public-address"
+                "--no-federation: cannot be combined with --peer, --public-address "
+                "or --public-http"
             )
+        if self["public-http"] and not self["http"]:
+            raise usage.UsageError("--public-http: needs --http")
+        if self["public-http"] and not self["public-address"]:
+            raise usage.UsageError("--public-http: needs --public-address")
         try:
             self["store-spec"] = parse_store_spec(self["store"])
         except ValueError as e:
@@ -310,6 +352,8 @@ class ListenerService(Service):
     logged and the reactor stopped.
 
     :param reactor: stopped when listening fails after start-up.
+    :param what: what is served, for the log.
+    :param on_listening: called with the listening port once it listens.
     """
 
     _log = Logger()
@@ -318,13 +362,18 @@ class ListenerService(Service):
         self,
         description: str,
         endpoint: IStreamServerEndpoint,
-        factory: Factory,
+        factory: IProtocolFactory,
         reactor: IReactorCore,
+        *,
+        what: str = "HALP/1",
+        on_listening: Callable[[IListeningPort], object] | None = None,
     ) -> None:
         self.description = description
         self.endpoint = endpoint
         self.factory = factory
         self.reactor = reactor
+        self.what = what
+        self.on_listening = on_listening
         self.port: IListeningPort | None = None
         self._listening: Deferred[IListeningPort] | None = None
 
@@ -355,10 +404,13 @@ class ListenerService(Service):
     def _listened(self, port: IListeningPort) -> IListeningPort:
         self.port = port
         self._log.info(
-            "HALP/1 listening on {address} ({endpoint})",
+            "{what} listening on {address} ({endpoint})",
+            what=self.what,
             address=describe_address(port.getHost()),
             endpoint=self.description,
         )
+        if self.on_listening is not None:
+            self.on_listening(port)
         return port
 
     def _failed_later(self, failure: Failure) -> None:
@@ -374,6 +426,24 @@ class ListenerService(Service):
             port, self.port = self.port, None
             return port.stopListening()
         return None
+
+
+def _advertiser(
+    core: HALPCore, federation: Federation | None, public: ServerAddress, description: str
+) -> Callable[[IListeningPort], None]:
+    """
+    Once the HTTP face listens, announce its URL: the public host, the port
+    it got, and ``https`` for a TLS endpoint.
+    """
+
+    def listening(port: IListeningPort) -> None:
+        scheme = "https" if description.split(":", 1)[0] in ("ssl", "tls") else "http"
+        address = ServerAddress(public.host, port.getHost().port, scheme)  # type: ignore[attr-defined]
+        core.http_urls = [address.url]
+        if federation is not None:
+            federation.relist()
+
+    return listening
 
 
 def makeService(options: Options) -> IService:
@@ -396,10 +466,11 @@ def makeService(options: Options) -> IService:
     purge = TimerService(options["purge-interval"], core.purge)
     purge.clock = reactor
     purge.setServiceParent(top)
+    federation: Federation | None = None
     if not options["no-federation"]:
         # Added after the store: services stop in reverse order, so the
         # federation saves its state before the store closes.
-        Federation(
+        federation = Federation(
             core,
             reactor,
             peers=options["peers"],
@@ -407,10 +478,36 @@ def makeService(options: Options) -> IService:
             fanout=options["fanout"],
             sync_interval=options["sync-interval"],
             test_interval=options["peer-test-interval"],
-        ).setServiceParent(top)
+        )
+        federation.setServiceParent(top)
     for description in options["ports"]:
         endpoint = serverFromString(reactor, description)
         ListenerService(description, endpoint, factory, reactor).setServiceParent(top)
+    if options["public-http"]:
+        core.http_urls = [options["public-http"]]
+    if options["http"]:
+        from halp.web import make_site
+
+        site = make_site(
+            core,
+            reactor,
+            timeout=options["idle-timeout"],
+            log_requests=not options["no-request-log"],
+        )
+        for i, description in enumerate(options["http"]):
+            advertise = None
+            if i == 0 and options["public-address"] and not options["public-http"]:
+                advertise = _advertiser(
+                    core, federation, options["public-address"], description
+                )
+            ListenerService(
+                description,
+                serverFromString(reactor, description),
+                site,
+                reactor,
+                what="HTTP",
+                on_listening=advertise,
+            ).setServiceParent(top)
     Logger().info(
         "HALP {version} serving from the {store} store",
         version=__version__,

@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Literal, Sequence
+from typing import Iterable, Literal, NamedTuple, Sequence, TypeVar
+from urllib.parse import urlsplit
 
 from halp.error import ProtocolError
 from halp.model import Entry, check_host, check_port, format_host_port, parse_host_port
@@ -26,7 +27,9 @@ __all__ = [
     "BACKOFF_CAP",
     "Dialect",
     "INITIAL_QUALITY",
+    "Listed",
     "MAX_LEARNED",
+    "SERVER_LABELS",
     "ServerAddress",
     "ServerRecord",
     "ServerTable",
@@ -68,20 +71,67 @@ FORGET_AFTER = 7 * 86_400
 #: ``None`` when not known yet.
 Dialect = Literal["halp1", "libhalp"]
 
+#: The label that lists the servers of each scheme: HALP/1 servers in
+#: ``halp``, HTTP faces (``docs/http.rst``) in ``halp/http`` and
+#: ``halp/https``, each entry standing for ``SCHEME://HOST:PORT/``.
+SERVER_LABELS = {"halp": "halp", "http": "halp/http", "https": "halp/https"}
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 @dataclass(frozen=True, order=True, slots=True)
 class ServerAddress:
-    """Where a HALP server listens: a host (canonical form) and a port."""
+    """
+    Where a HALP server listens: a host (canonical form), a port, and the
+    scheme: ``halp`` for the HALP/1 line protocol, ``http`` or ``https``
+    for an HTTP face at the root of ``SCHEME://HOST:PORT/``.
+    """
 
     host: str
     port: int
+    scheme: str = "halp"
 
     def __str__(self) -> str:
-        return format_host_port(self.host, self.port)
+        if self.scheme == "halp":
+            return format_host_port(self.host, self.port)
+        return self.url
+
+    @property
+    def url(self) -> str:
+        """``SCHEME://HOST:PORT/``."""
+        return f"{self.scheme}://{format_host_port(self.host, self.port)}/"
+
+    @property
+    def label(self) -> str:
+        """The label that lists servers of this scheme."""
+        return SERVER_LABELS[self.scheme]
 
     @classmethod
-    def of(cls, entry: Entry) -> ServerAddress:
-        """The server an entry of the ``halp`` label names."""
-        return cls(entry.host, entry.port)
+    def of(cls, entry: Entry, scheme: str = "halp") -> ServerAddress:
+        """The server an entry of a servers label names."""
+        return cls(entry.host, entry.port, scheme)
+
+
+class Listed(NamedTuple):
+    """A server as a servers label lists it, with its confirmed time."""
+
+    address: ServerAddress
+    confirmed: int
+
+    @property
+    def entry(self) -> Entry:
+        return Entry(self.confirmed, self.address.host, self.address.port)
+
+
+#: What :meth:`ServerTable.load` and :meth:`ServerTable.learn` take: an
+#: entry of the ``halp`` label, or a server of any scheme.
+L = TypeVar("L", bound="Entry | Listed")
+
+
+def _listing(item: Entry | Listed) -> Listed:
+    if isinstance(item, Listed):
+        return item
+    return Listed(ServerAddress.of(item), item.timestamp)
 
 
 def parse_server(text: str) -> tuple[ServerAddress, Dialect | None]:
@@ -89,12 +139,15 @@ def parse_server(text: str) -> tuple[ServerAddress, Dialect | None]:
     Parse a server as a user writes it: ``HOST:PORT``, ``[IPV6]:PORT``, or
     either prefixed by ``halp://`` (it speaks HALP/1) or ``libhalp://`` (it
     only speaks the 2011 libhalp form).  Without a prefix the dialect is
-    found out on first contact.
+    found out on first contact.  ``http://HOST[:PORT][/]`` and
+    ``https://...`` name a server's HTTP face, at the root of the URL.
 
     :raises ValueError: with a one-line explanation.
     """
     dialect: Dialect | None = None
     rest = text.strip()
+    if rest.lower().startswith(("http://", "https://")):
+        return _parse_url(text), "halp1"
     for prefix, name in (("halp://", "halp1"), ("libhalp://", "libhalp")):
         if rest.startswith(prefix):
             rest = rest[len(prefix) :].rstrip("/")
@@ -102,13 +155,36 @@ def parse_server(text: str) -> tuple[ServerAddress, Dialect | None]:
             break
     if "://" in rest:
         raise ValueError(
-            f"bad server {text!r}: expected HOST:PORT, halp://HOST:PORT or libhalp://HOST:PORT"
+            f"bad server {text!r}: expected HOST:PORT, halp://HOST:PORT, "
+            "libhalp://HOST:PORT or http(s)://HOST:PORT/"
         )
     try:
         host, port = parse_host_port(rest)
         return ServerAddress(host, port), dialect
     except ProtocolError as e:
         raise ValueError(f"bad server {text!r}: {e.message}") from None
+
+
+def _parse_url(text: str) -> ServerAddress:
+    try:
+        parts = urlsplit(text.strip())
+        port = parts.port
+    except ValueError as e:
+        raise ValueError(f"bad server {text!r}: {e}") from None
+    scheme = parts.scheme.lower()
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        raise ValueError(
+            f"bad server {text!r}: a HALP HTTP face is named by {scheme}://HOST:PORT/ "
+            "alone (no path, query or user)"
+        )
+    if not parts.hostname:
+        raise ValueError(f"bad server {text!r}: no host")
+    try:
+        host = check_host(parts.hostname)
+        port = check_port(str(port if port is not None else _DEFAULT_PORTS[scheme]))
+    except ProtocolError as e:
+        raise ValueError(f"bad server {text!r}: {e.message}") from None
+    return ServerAddress(host, port, scheme)
 
 
 @dataclass
@@ -141,11 +217,13 @@ class ServerRecord:
     dialect_detected_at: int | None = None
     #: When this client last asked the server for its ``halp`` list.
     learned_at: int = 0
+    #: ``halp``, ``http`` or ``https`` (see :class:`ServerAddress`).
+    scheme: str = "halp"
     pinned: bool = field(default=False, compare=False)
 
     @property
     def address(self) -> ServerAddress:
-        return ServerAddress(self.host, self.port)
+        return ServerAddress(self.host, self.port, self.scheme)
 
     @property
     def tested(self) -> bool:
@@ -214,6 +292,8 @@ def _restore(row: object) -> ServerRecord | None:
             return None
     if values.get("dialect") not in _DIALECTS:
         return None
+    if values.get("scheme", "halp") not in SERVER_LABELS:
+        return None
     return ServerRecord(**values)
 
 
@@ -245,7 +325,9 @@ class ServerTable:
         for address, dialect in pinned:
             record = self._records.get(address)
             if record is None:
-                record = self._records[address] = ServerRecord(address.host, address.port)
+                record = self._records[address] = ServerRecord(
+                    address.host, address.port, scheme=address.scheme
+                )
             record.pinned = True
             if dialect is not None:
                 self._told[address] = dialect
@@ -253,7 +335,9 @@ class ServerTable:
 
     # -- persistence ---------------------------------------------------------
 
-    def load(self, document: str | None, halp: Iterable[Entry], now: int) -> list[ServerAddress]:
+    def load(
+        self, document: str | None, halp: Iterable[Entry | Listed], now: int
+    ) -> list[ServerAddress]:
         """
         Restore the saved table, and add the servers of the cached ``halp``
         label.  A saved server that is no longer in the label (it expired,
@@ -285,17 +369,17 @@ class ServerTable:
                     restored.dialect = self._told[address]
                     restored.dialect_detected_at = None
                 self._records[address] = restored
-        for entry in halp:
-            address = ServerAddress.of(entry)
+        for item in halp:
+            address, confirmed = _listing(item)
             known = self._records.get(address)
             if known is None and self._refused(address, now):
                 continue
             if known is None:
                 known = saved.get(address) or ServerRecord(
-                    address.host, address.port, first_seen=now
+                    address.host, address.port, first_seen=now, scheme=address.scheme
                 )
                 self._records[address] = known
-            known.confirmed = max(known.confirmed, entry.timestamp)
+            known.confirmed = max(known.confirmed, confirmed)
         for record in self._records.values():
             if not record.first_seen:
                 record.first_seen = now
@@ -308,7 +392,7 @@ class ServerTable:
             values = asdict(record)
             rows.append({k: values[k] for k in _SAVED})
         banned = [
-            {"host": a.host, "port": a.port, "until": until}
+            {"host": a.host, "port": a.port, "scheme": a.scheme, "until": until}
             for a, until in sorted(self._banned.items())
         ]
         return json.dumps({"version": 1, "servers": rows, "banned": banned}, sort_keys=True)
@@ -319,10 +403,13 @@ class ServerTable:
             if not isinstance(row, dict):
                 continue
             host, port, until = row.get("host"), row.get("port"), row.get("until")
+            scheme = row.get("scheme", "halp")
+            if scheme not in SERVER_LABELS:
+                continue
             if not (isinstance(host, str) and _is_count(port) and isinstance(until, int)):
                 continue
             try:
-                address = ServerAddress(check_host(host), check_port(str(port)))
+                address = ServerAddress(check_host(host), check_port(str(port)), scheme)
             except ProtocolError:
                 continue
             if until > now:
@@ -378,6 +465,8 @@ class ServerTable:
 
     def dialect(self, address: ServerAddress, now: int) -> Dialect | None:
         """How to talk to a server: ``None`` means "find out"."""
+        if address.scheme != "halp":
+            return "halp1"  # an HTTP face: its answers are HALP/1's
         if address in self._told:
             return self._told[address]
         record = self._records[address]
@@ -540,11 +629,12 @@ class ServerTable:
         return [address]
 
     def learn(
-        self, entries: Iterable[Entry], now: int, *, insist: bool = False
-    ) -> tuple[list[Entry], list[ServerAddress]]:
+        self, entries: Iterable[L], now: int, *, insist: bool = False
+    ) -> tuple[list[L], list[ServerAddress]]:
         """
-        Take in ``halp`` entries that a server reported (or, with
-        ``insist``, that the user added by hand).
+        Take in ``halp`` entries (or :class:`Listed` servers of any scheme)
+        that a server reported (or, with ``insist``, that the user added by
+        hand).  Servers of every scheme share the table and its bounds.
 
         A known server's confirmed time moves forward (a time in the
         future counts as ``now``, as in the label store).  A new one is added
@@ -555,16 +645,16 @@ class ServerTable:
         answered (its quality is above the starting value).  With
         ``insist`` the newcomer always gets in.
 
-        :return: the entries to store in the ``halp`` label, and the
-            servers evicted, to remove from it.  Newcomers of one call may
+        :return: the entries (or listed servers) to store in their servers
+            label, and the servers evicted, to remove from theirs.  Newcomers of one call may
             push each other out: only servers in the table at the end are
             kept, and only servers no longer in it are evicted.
         """
-        keep: list[Entry] = []
+        keep: list[L] = []
         evicted: list[ServerAddress] = []
         for entry in entries:
-            address = ServerAddress.of(entry)
-            confirmed = min(entry.timestamp, now)
+            address, confirmed = _listing(entry)
+            confirmed = min(confirmed, now)
             record = self._records.get(address)
             if record is not None:
                 record.confirmed = max(record.confirmed, confirmed)
@@ -591,10 +681,14 @@ class ServerTable:
                 del self._records[worst.address]
                 evicted.append(worst.address)
             self._records[address] = ServerRecord(
-                entry.host, entry.port, confirmed=confirmed, first_seen=now
+                address.host,
+                address.port,
+                confirmed=confirmed,
+                first_seen=now,
+                scheme=address.scheme,
             )
             keep.append(entry)
-        keep = [e for e in keep if ServerAddress.of(e) in self._records]
+        keep = [e for e in keep if _listing(e).address in self._records]
         evicted = [a for a in dict.fromkeys(evicted) if a not in self._records]
         return keep, evicted
 

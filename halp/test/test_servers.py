@@ -179,11 +179,14 @@ class ParseServerTests(SynchronousTestCase):
         for text in [
             "ftp://h.example:80",
             "HALP://h.example:80",
-            "http://[::1]:80",
             "halp://libhalp://h.example:80",
             "libhalp://halp://h.example:80",
+            "libhalp://http://h.example:80",
         ]:
-            self.assertRefused(text, "expected HOST:PORT, halp://HOST:PORT or libhalp://HOST:PORT")
+            self.assertRefused(
+                text,
+                "expected HOST:PORT, halp://HOST:PORT, libhalp://HOST:PORT or http(s)://HOST:PORT/",
+            )
 
     def test_messages_are_one_line(self) -> None:
         self.assertRefused("a\nb", "expected HOST:PORT")
@@ -1254,8 +1257,8 @@ class FederationTableTests(SynchronousTestCase):
         self.assertEqual(
             document["banned"],
             [
-                {"host": "192.0.2.2", "port": 7100, "until": NOW + BAN_TIME},
-                {"host": "192.0.2.3", "port": 7100, "until": NOW + 10},
+                {"host": "192.0.2.2", "port": 7100, "scheme": "halp", "until": NOW + BAN_TIME},
+                {"host": "192.0.2.3", "port": 7100, "scheme": "halp", "until": NOW + 10},
             ],
         )
         self.assertEqual([row["host"] for row in document["servers"]], ["192.0.2.4"])
@@ -1269,7 +1272,7 @@ class FederationTableTests(SynchronousTestCase):
         self.assertEqual(later.banned(NOW + 10), {addr(2): NOW + BAN_TIME})
         self.assertEqual(
             json.loads(later.dump())["banned"],
-            [{"host": "192.0.2.2", "port": 7100, "until": NOW + BAN_TIME}],
+            [{"host": "192.0.2.2", "port": 7100, "scheme": "halp", "until": NOW + BAN_TIME}],
         )
         # A loaded ban keeps the server out.
         self.assertEqual(later.learn([entry(addr(2), NOW + 20)], NOW + 20), ([], []))
