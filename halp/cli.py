@@ -17,6 +17,7 @@ import sys
 from datetime import datetime, timezone
 from typing import IO, Any, Callable, NoReturn, Sequence
 
+from treq.client import HTTPClient
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 
@@ -26,7 +27,7 @@ from halp import __version__
 from halp.client.client import HALPClient, PeerList, ServerResult
 from halp.client.client import open_cache as client_cache
 from halp.client.servers import ServerAddress, ServerRecord, parse_server
-from halp.error import HALPError, ProtocolError, StoreError
+from halp.error import HALPError, NoServerAvailable, ProtocolError, StoreError
 from halp.interfaces import IHostStore
 from halp.model import Entry, LabelInfo, Limits, check_label
 
@@ -116,7 +117,8 @@ def make_parser() -> argparse.ArgumentParser:
         type=_server,
         default=[],
         help="a HALP server to ask in addition to the cached 'halp' list "
-        "(repeatable; libhalp://HOST:PORT for a libhalp-only server)",
+        "(repeatable; libhalp://HOST:PORT for a libhalp-only server, "
+        "http://HOST:PORT/ or https://... for a server's HTTP face)",
     )
     group.add_argument(
         "--timeout",
@@ -183,6 +185,11 @@ def make_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "servers", parents=[common], help="list known servers with their quality"
     )
+    commands.add_parser(
+        "stats",
+        parents=[common],
+        help="print a server's counters (the first --server, else the best known server)",
+    )
     return parser
 
 
@@ -216,6 +223,7 @@ def _result_json(result: ServerResult) -> dict[str, Any]:
 def _record_json(record: ServerRecord) -> dict[str, Any]:
     return {
         "server": str(record.address),
+        "scheme": record.scheme,
         "host": record.host,
         "port": record.port,
         "pinned": record.pinned,
@@ -378,12 +386,32 @@ async def _servers(client: HALPClient, args: argparse.Namespace, out: _Output) -
     return OK
 
 
+async def _stats(client: HALPClient, args: argparse.Namespace, out: _Output) -> int:
+    server = args.server[0] if args.server else None
+    try:
+        stats = await client.stats(server)
+    except NoServerAvailable as e:
+        known = len(await client.servers())
+        out.warn(str(e) if known else _unreached((), 0))
+        return UNREACHABLE
+    if out.json:
+        counters = {k: int(v) if v.isdigit() else v for k, v in stats.fields}
+        out.document({"server": str(stats.server), "counters": counters})
+        return OK
+    out.line(f"# {stats.server}")
+    width = max((len(k) for k, _ in stats.fields), default=0)
+    for name, value in stats.fields:
+        out.line(f"{name.ljust(width)}  {value}")
+    return OK
+
+
 _COMMANDS: dict[str, Callable[[HALPClient, argparse.Namespace, _Output], Any]] = {
     "get": _get,
     "insert": _insert,
     "announce": _announce,
     "labels": _labels,
     "servers": _servers,
+    "stats": _stats,
 }
 
 
@@ -407,10 +435,11 @@ async def run(
     *,
     cache: IHostStore | None = None,
     endpoint: Callable[[ServerAddress], IStreamClientEndpoint] | None = None,
+    http: HTTPClient | None = None,
 ) -> int:
     """
     Run one parsed ``halp`` command and return its exit status.  Tests
-    pass an in-memory ``cache`` and ``endpoint``.
+    pass an in-memory ``cache``, ``endpoint`` and ``http`` client.
     """
     out = _Output(stdout, stderr, args.json)
     try:
@@ -427,6 +456,7 @@ async def run(
         timeout=args.timeout,
         endpoint=endpoint,
         close_cache=owned,
+        http=http,
     )
     try:
         code: int = await _COMMANDS[args.command](client, args, out)

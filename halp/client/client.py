@@ -21,16 +21,21 @@ from twisted.internet.defer import (
     gatherResults,
     succeed,
 )
+from treq.client import HTTPClient
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
 from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.client import Agent, HTTPConnectionPool
 
+from halp.client.http import HTTPExchange
 from halp.client.protocol import HALPClientProtocol
 from halp.client.servers import (
     MAX_LEARNED,
+    SERVER_LABELS,
     Dialect,
+    Listed,
     ServerAddress,
     ServerRecord,
     ServerTable,
@@ -43,6 +48,7 @@ from halp.error import (
     ConnectionClosed,
     ErrorCode,
     HALPError,
+    NoServerAvailable,
     ProtocolError,
     ServerRefused,
     StoreError,
@@ -65,7 +71,9 @@ from halp.wire import (
     ListLabels,
     Request,
     Response,
+    Stats,
     parse_entry_line,
+    parse_field_line,
     parse_insert_line,
     parse_label_line,
 )
@@ -78,6 +86,7 @@ __all__ = [
     "LabelList",
     "PeerList",
     "ServerResult",
+    "ServerStats",
     "SERVERS_LABEL",
 ]
 
@@ -96,6 +105,9 @@ STATE_KEY = "client/servers"
 
 #: How many ``halp`` entries to ask a server for when learning servers.
 LEARN_WIDTH = 10
+
+#: The scheme of the servers each servers label lists.
+_SCHEMES = {label: scheme for scheme, label in SERVER_LABELS.items()}
 
 T = TypeVar("T")
 
@@ -142,6 +154,18 @@ class ServerResult:
                 return f"{self.server} refused: {failures[0].reason or 'no reason given'}"
             return f"{self.server} stored"
         return f"{self.server} answered"
+
+
+@dataclass(frozen=True)
+class ServerStats:
+    """
+    The answer of :meth:`HALPClient.stats`: one server's counters.
+
+    :ivar fields: ``(name, value)`` in the order the server sent them.
+    """
+
+    server: ServerAddress
+    fields: tuple[tuple[str, str], ...]
 
 
 class PeerList(list[Entry]):
@@ -285,7 +309,8 @@ class HALPClient:
     :param seeds: pinned servers, asked in addition to the cached ``halp``
         list and never forgotten: :class:`ServerAddress` objects or strings
         as :func:`~halp.client.servers.parse_server` reads them
-        (``HOST:PORT``, ``libhalp://HOST:PORT``).
+        (``HOST:PORT``, ``libhalp://HOST:PORT``, or the URL of a server's
+        HTTP face, ``http://HOST:PORT/`` or ``https://...``).
     :param queries: how many servers a lookup asks in parallel.
     :param fanout: how many servers an announcement is sent to.
     :param timeout: seconds an operation may take in all; when it runs
@@ -294,6 +319,9 @@ class HALPClient:
         :class:`~twisted.internet.endpoints.HostnameEndpoint`).
     :param learn_interval: seconds between asking one server for its
         ``halp`` list, alongside a lookup.
+    :param http: the :class:`treq.client.HTTPClient` for servers' HTTP
+        faces (default: one over an :class:`~twisted.web.client.Agent`
+        that checks TLS certificates).
     """
 
     _log = Logger()
@@ -312,6 +340,7 @@ class HALPClient:
         learn_interval: float = 3600.0,
         endpoint: Callable[[ServerAddress], IStreamClientEndpoint] | None = None,
         close_cache: bool = False,
+        http: HTTPClient | None = None,
     ) -> None:
         if queries < 1 or fanout < 1:
             raise ValueError("queries and fanout must be at least 1")
@@ -333,6 +362,8 @@ class HALPClient:
         self.seeds = tuple(address for address, _ in pinned)
         self._table = ServerTable(pinned, max_learned)
         self._endpoint = endpoint or self._tcp_endpoint
+        self._http = HTTPExchange(http) if http is not None else None
+        self._pool: HTTPConnectionPool | None = None
         self._loaded = False
         self._loading: list[Deferred[None]] | None = None
         self._running: set[Deferred[Any]] = set()
@@ -342,6 +373,13 @@ class HALPClient:
 
     def _tcp_endpoint(self, address: ServerAddress) -> IStreamClientEndpoint:
         return HostnameEndpoint(self._reactor, address.host, address.port, timeout=self.timeout)
+
+    def _http_exchange(self) -> HTTPExchange:
+        if self._http is None:
+            self._pool = HTTPConnectionPool(self._reactor, persistent=False)
+            agent = Agent(self._reactor, pool=self._pool, connectTimeout=self.timeout)
+            self._http = HTTPExchange(HTTPClient(agent))
+        return self._http
 
     # -- the API -------------------------------------------------------------
 
@@ -424,6 +462,19 @@ class HALPClient:
         """Every known server, best first, with its statistics."""
         return self._run(self._servers())
 
+    def stats(self, server: ServerAddress | str | None = None) -> Deferred[ServerStats]:
+        """
+        The counters of ``server`` (a pinned seed or a known server), or
+        of the first known server that answers: a ``stats`` request.
+        Fails with :class:`~halp.error.NoServerAvailable` when none
+        answers, with :class:`ValueError` for a server that is not known.
+        """
+        try:
+            address = parse_server(server)[0] if isinstance(server, str) else server
+        except ValueError:
+            return fail()
+        return self._run(self._stats(address))
+
     def close(self) -> Deferred[None]:
         """
         Wait for running operations and for the server table to be saved;
@@ -474,6 +525,8 @@ class HALPClient:
                 except Exception:
                     pass
         await self._persist()
+        if self._pool is not None:
+            await self._pool.closeCachedConnections()
         if self._close_cache:
             await self.cache.close()
 
@@ -502,15 +555,31 @@ class HALPClient:
         await self.core.purge()
         document = await self.cache.get_state(STATE_KEY)
         since = self.core.oldest_served()
-        known: list[Entry] = []
-        while True:
-            page = await self.cache.get(SERVERS_LABEL, len(known), len(known) + 1000, since)
-            known.extend(page)
-            if len(page) < 1000:
-                break
+        known: list[Listed] = []
+        for label, scheme in _SCHEMES.items():
+            entries: list[Entry] = []
+            while True:
+                page = await self.cache.get(label, len(entries), len(entries) + 1000, since)
+                entries.extend(page)
+                if len(page) < 1000:
+                    break
+            known.extend(Listed(ServerAddress.of(e, scheme), e.timestamp) for e in entries)
         dropped = self._table.load(document, known, self.core.now())
-        if dropped:
-            await self.cache.remove(SERVERS_LABEL, [(a.host, a.port) for a in dropped])
+        await self._unlist(dropped)
+
+    async def _unlist(self, servers: Sequence[ServerAddress]) -> None:
+        """Remove servers from the servers labels of the cache."""
+        for label in _SCHEMES:
+            gone = [(a.host, a.port) for a in servers if a.label == label]
+            if gone:
+                await self.cache.remove(label, gone)
+
+    async def _list(self, servers: Sequence[Listed]) -> None:
+        """Add (or confirm) servers in the servers labels of the cache."""
+        for label in _SCHEMES:
+            entries = [s.entry for s in servers if s.address.label == label]
+            if entries:
+                await self.core.insert([label], entries)
 
     def _persist(self) -> Deferred[None]:
         """Save the server table; a save already running is followed by one more."""
@@ -550,15 +619,19 @@ class HALPClient:
         requests_for: Callable[[ServerRecord, Dialect | None], list[Request]],
         interpret: Callable[[ServerAddress, list[Response], Dialect], ServerResult],
         want: int,
+        only: ServerAddress | None = None,
     ) -> Deferred[list[ServerResult]]:
         """
         Ask servers, best first, until ``want`` have answered, every known
         server was tried, or :attr:`timeout` runs out.  ``want`` servers
         are asked at once; each failure starts the next one.  Fires with
-        the result of every server asked.
+        the result of every server asked.  With ``only``, that server alone
+        is asked.
         """
         now = self.core.now()
-        waiting = deque(self._table.choose(now, want))
+        waiting = deque(
+            r for r in self._table.choose(now, want) if only is None or r.address == only
+        )
         deadline = self._reactor.seconds() + self.timeout
         results: list[ServerResult] = []
         done: Deferred[list[ServerResult]] = Deferred()
@@ -626,6 +699,8 @@ class HALPClient:
     async def _talk(
         self, address: ServerAddress, requests: list[Request], dialect: Dialect | None
     ) -> tuple[list[Response], Dialect]:
+        if address.scheme != "halp":
+            return await self._http_exchange().exchange(address, requests), "halp1"
         proto = await connectProtocol(self._endpoint(address), HALPClientProtocol())
         try:
             if dialect == "libhalp":
@@ -652,29 +727,44 @@ class HALPClient:
         self._log.info(
             "Forgetting HALP servers {servers}", servers=", ".join(map(str, servers))
         )
-        d = self.cache.remove(SERVERS_LABEL, [(a.host, a.port) for a in servers])
+        d = Deferred.fromCoroutine(self._unlist(servers))
         d.addErrback(lambda f: self._log.failure("Removing forgotten servers failed", f))
 
     def _learning(self, record: ServerRecord, dialect: Dialect | None) -> list[Request]:
-        """The ``get halp`` to pipeline after a request, when it is time to learn."""
+        """
+        The ``get halp``, ``get halp/http`` and ``get halp/https`` to
+        pipeline after a request, when it is time to learn.
+        """
         if dialect != "halp1":
             return []
         if self.core.now() - record.learned_at < self.learn_interval:
             return []
-        return [Get(SERVERS_LABEL, Window(0, LEARN_WIDTH))]
+        return [Get(label, Window(0, LEARN_WIDTH)) for label in _SCHEMES]
+
+    def _learned(
+        self, server: ServerAddress, responses: Sequence[Response], into: list[Listed]
+    ) -> None:
+        """Read the answers to :meth:`_learning`'s requests."""
+        found: list[Listed] = []
+        try:
+            for label, response in zip(_SCHEMES, responses):
+                scheme = _SCHEMES[label]
+                entries = _entries(response, LEARN_WIDTH, strict=True)
+                found.extend(Listed(ServerAddress.of(e, scheme), e.timestamp) for e in entries)
+        except ClientError:
+            return  # the request itself was answered; learn next time
+        into.extend(found)
+        self._table.learned_from(server, self.core.now())
 
     async def _remember(
-        self, results: Sequence[ServerResult], learned: Sequence[Entry]
+        self, results: Sequence[ServerResult], learned: Sequence[Listed]
     ) -> None:
         """Record the servers that answered and those learned, in the cache."""
         now = self.core.now()
-        answered = [Entry(now, r.server.host, r.server.port) for r in results if r.ok]
+        answered = [Listed(r.server, now) for r in results if r.ok]
         keep, evicted = self._table.learn(learned, now)
-        if evicted:
-            await self.cache.remove(SERVERS_LABEL, [(a.host, a.port) for a in evicted])
-        known = answered + keep
-        if known:
-            await self.core.insert([SERVERS_LABEL], known)
+        await self._unlist(evicted)
+        await self._list(answered + keep)
         await self._persist()
 
     # -- lookup --------------------------------------------------------------
@@ -682,8 +772,10 @@ class HALPClient:
     async def _lookup(self, label: str, limit: int) -> PeerList:
         await self._ready()
         request = Get(label, Window(0, limit))
-        learned: list[Entry] = []
+        learned: list[Listed] = []
         plain: set[ServerAddress] = set()
+        # Looking up a servers label is learning servers.
+        servers_of = _SCHEMES.get(label)
 
         def requests_for(record: ServerRecord, dialect: Dialect | None) -> list[Request]:
             if dialect != "halp1":
@@ -692,7 +784,7 @@ class HALPClient:
                 # server answer it with their newest 10 entries.
                 plain.add(record.address)
                 return [Get(label)]
-            if label == SERVERS_LABEL:
+            if servers_of is not None:
                 return [request]
             return [request] + self._learning(record, dialect)
 
@@ -704,17 +796,15 @@ class HALPClient:
             most = self.core.limits.max_slice if server in plain else limit
             entries = _entries(responses[0], most, strict=dialect == "halp1")[:limit]
             if len(responses) > 1:
-                try:
-                    learned.extend(_entries(responses[1], LEARN_WIDTH, strict=True))
-                    self._table.learned_from(server, self.core.now())
-                except ClientError:
-                    pass  # the lookup itself was answered; learn next time
+                self._learned(server, responses[1:], learned)
             return ServerResult(server, entries=tuple(entries), dialect=dialect)
 
         results = await self._ask(requests_for, interpret, self.queries)
         answers = [list(r.entries) for r in results if r.ok]
-        if label == SERVERS_LABEL:
-            learned.extend(e for answer in answers for e in answer)
+        if servers_of is not None:
+            learned.extend(
+                Listed(ServerAddress.of(e, servers_of), e.timestamp) for a in answers for e in a
+            )
         merged: dict[tuple[str, int], Entry] = {}
         for answer in answers:
             for entry in answer:
@@ -722,14 +812,12 @@ class HALPClient:
                 if old is None or old.timestamp < entry.timestamp:
                     merged[entry.address] = entry
         stored_times: dict[tuple[str, int], int] = {}
-        if merged and label != SERVERS_LABEL:
+        if merged and servers_of is None:
             outcomes = await self.core.insert([label], list(merged.values()))
             for outcome in outcomes:
                 if isinstance(outcome, Stored):
                     stored_times[outcome.entry.address] = outcome.entry.timestamp
         await self._remember(results, learned)
-        if label == SERVERS_LABEL:
-            stored_times = {}
         # Times as the cache now has them (it may know a later confirmation).
         now = self.core.now()
         fresh = [
@@ -819,12 +907,13 @@ class HALPClient:
 
     async def _insert(self, label: str, entry: Entry) -> Entry:
         await self._ready()
-        if label == SERVERS_LABEL:
-            _, evicted = self._table.learn([entry], self.core.now(), insist=True)
-            if evicted:
-                await self.cache.remove(SERVERS_LABEL, [(a.host, a.port) for a in evicted])
+        scheme = _SCHEMES.get(label)
+        if scheme is not None:
+            listed = Listed(ServerAddress.of(entry, scheme), entry.timestamp)
+            _, evicted = self._table.learn([listed], self.core.now(), insist=True)
+            await self._unlist(evicted)
         (outcome,) = await self.core.insert([label], [entry])
-        if label == SERVERS_LABEL:
+        if scheme is not None:
             await self._persist()
         if isinstance(outcome, Refused):
             raise ProtocolError(ErrorCode.BAD_ENTRY, outcome.reason)
@@ -833,6 +922,39 @@ class HALPClient:
     async def _servers(self) -> list[ServerRecord]:
         await self._ready()
         return self._table.records()
+
+    # -- stats ---------------------------------------------------------------
+
+    async def _stats(self, server: ServerAddress | None) -> ServerStats:
+        await self._ready()
+        if server is not None and server not in self._table:
+            raise ValueError(f"{server} is not a known server; pass it with --server")
+        fields: dict[ServerAddress, tuple[tuple[str, str], ...]] = {}
+
+        def interpret(
+            address: ServerAddress, responses: list[Response], dialect: Dialect
+        ) -> ServerResult:
+            response = responses[0]
+            if dialect != "halp1":
+                raise ServerRefused("unknown-command", "a libhalp server keeps no counters")
+            _raise_for_status(response)
+            try:
+                fields[address] = tuple(parse_field_line(line) for line in response.lines)
+            except ProtocolError:
+                raise BadResponse("not a stats answer") from None
+            return ServerResult(address, dialect=dialect)
+
+        def requests_for(record: ServerRecord, dialect: Dialect | None) -> list[Request]:
+            return [Stats()]
+
+        results = await self._ask(requests_for, interpret, 1, only=server)
+        await self._remember(results, ())
+        for result in results:
+            if result.ok:
+                return ServerStats(result.server, fields[result.server])
+        raise NoServerAvailable(
+            _unreached_text(results) if results else "no HALP server known"
+        )
 
 
 async def _quiet(d: Deferred[Any]) -> None:
@@ -845,6 +967,12 @@ async def _quiet(d: Deferred[Any]) -> None:
 
     d.addBoth(passed)
     await waiter
+
+
+def _unreached_text(results: Sequence[ServerResult]) -> str:
+    details = "; ".join(r.describe() for r in results[:3])
+    more = f" (and {len(results) - 3} more)" if len(results) > 3 else ""
+    return f"no HALP server could be reached: {details}{more}"
 
 
 def _raise_for_status(response: Response) -> None:

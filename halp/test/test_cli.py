@@ -49,6 +49,7 @@ RESULT_KEYS = {"server", "ok"}
 #: The keys of ``halp servers --json`` rows.
 RECORD_KEYS = {
     "server",
+    "scheme",
     "host",
     "port",
     "pinned",

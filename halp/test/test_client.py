@@ -537,8 +537,9 @@ class LibhalpTests(ClientTestCase):
     def test_halp1_detected_then_learns(self) -> None:
         """
         A HALP/1 server is detected as such on first contact; the next
-        lookup pipelines ``get halp[0:10]`` after the request, and lookups
-        within ``learn_interval`` do not ask again.
+        lookup pipelines ``get halp[0:10]`` (and the same of ``halp/http``
+        and ``halp/https``) after the request, and lookups within
+        ``learn_interval`` do not ask again.
         """
         store = self.start(server(1), entry(10, 1))
         client = self.client(server(1), learn_interval=600)
@@ -546,13 +547,19 @@ class LibhalpTests(ClientTestCase):
         self.assertEqual(self.record(client, server(1)).dialect, "halp1")
         self.assertEqual(store.gets, [("app", 0, 10)])
         self.done(client.lookup("app", 5))
-        self.assertEqual(store.gets[1:], [("app", 0, 5), ("halp", 0, 10)])
+        self.assertEqual(
+            store.gets[1:],
+            [("app", 0, 5), ("halp", 0, 10), ("halp/http", 0, 10), ("halp/https", 0, 10)],
+        )
         self.network.advance(599)
         self.done(client.lookup("app", 5))
-        self.assertEqual(store.gets[3:], [("app", 0, 5)])
+        self.assertEqual(store.gets[5:], [("app", 0, 5)])
         self.network.advance(1)
         self.done(client.lookup("app", 5))
-        self.assertEqual(store.gets[4:], [("app", 0, 5), ("halp", 0, 10)])
+        self.assertEqual(
+            store.gets[6:],
+            [("app", 0, 5), ("halp", 0, 10), ("halp/http", 0, 10), ("halp/https", 0, 10)],
+        )
 
 
     def test_halp1_server_closing_is_not_libhalp(self) -> None:
