@@ -1316,6 +1316,44 @@ class AnnounceTests(FederationTestCase):
         (third,) = [e for e in self.entries(b, SERVERS_LABEL) if e.host == a.address.host]
         self.assertGreater(third.timestamp, again.timestamp)
 
+    def test_http_face_is_listed_with_the_server(self) -> None:
+        a, b = self.server(1), self.server(2)
+        a.core.http_urls = ["http://192.0.2.1:8080/", "https://halp.example:443/"]
+        self.federate(b)
+        self.federate(a, b.address, announce_interval=1000)
+        self.network.flush()
+        for node in (a, b):
+            self.assertEqual(
+                self.entries(node, "halp/http"), [Entry(START, "192.0.2.1", 8080)]
+            )
+            self.assertEqual(
+                self.entries(node, "halp/https"), [Entry(START, "halp.example", 443)]
+            )
+        self.network.advance(1000)
+        (again,) = self.entries(a, "halp/http")
+        self.assertGreaterEqual(again.timestamp, START + 900)
+
+    def test_relist_lists_a_new_http_face_at_once(self) -> None:
+        a = self.server(1)
+        fed = self.federate(a, announce_interval=1000)
+        self.assertEqual(self.entries(a, "halp/http"), [])
+        self.clock.advance(10)
+        a.core.http_urls = ["http://192.0.2.1:8123/"]
+        fed.relist()
+        self.assertEqual(self.entries(a, "halp/http"), [Entry(START + 10, "192.0.2.1", 8123)])
+        # The next listing is a whole interval later, not twice as soon.
+        self.clock.advance(850)
+        self.assertEqual(self.entries(a, "halp/http")[0].timestamp, START + 10)
+        self.clock.advance(200)
+        self.assertGreater(self.entries(a, "halp/http")[0].timestamp, START + 10)
+
+    def test_relist_does_nothing_for_an_unlisted_server(self) -> None:
+        a = self.server(1)
+        fed = self.federate(a, public=False)
+        a.core.http_urls = ["http://192.0.2.1:8123/"]
+        fed.relist()
+        self.assertEqual(self.entries(a, "halp/http"), [])
+
     def test_announce_interval(self) -> None:
         a = self.server(1)
         self.assertEqual(self.federate(a, start=False).announce_interval, 3600)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import sqlite3
 
+import twisted.test
+
 from twisted.application.internet import TimerService
 from twisted.application.service import IServiceCollection
 from twisted.internet.endpoints import TCP4ServerEndpoint
@@ -25,6 +27,10 @@ from halp.store.sqlite import SQLiteStore
 from halp.client.servers import ServerAddress
 from halp.federation import Federation
 from halp.tap import ListenerService, Options, StoreService, makeService, parse_duration
+
+
+#: A key and certificate that ship with Twisted's tests, for TLS endpoints.
+SERVER_PEM = os.path.join(os.path.dirname(twisted.test.__file__), "server.pem")
 
 
 def parse(*argv: str) -> Options:
@@ -58,6 +64,8 @@ class OptionsTests(SynchronousTestCase):
                 "fanout",
                 "sync-interval",
                 "peer-test-interval",
+                "http",
+                "public-http",
             )},
             {
                 "ports": ["tcp:7100"],
@@ -73,6 +81,8 @@ class OptionsTests(SynchronousTestCase):
                 "fanout": 5,
                 "sync-interval": 250.0,
                 "peer-test-interval": 3.0,
+                "http": [],
+                "public-http": None,
             },
         )
         self.assertEqual(
@@ -129,6 +139,21 @@ class OptionsTests(SynchronousTestCase):
             (["--sync-interval", "0"], "--sync-interval: expected seconds"),
             (["--peer-test-interval", "x"], "--peer-test-interval: expected seconds"),
             (["--no-federation", "--peer", "192.0.2.1:7100"], "cannot be combined"),
+            (["--peer", "http://192.0.2.1:8080/"], "--peer: servers federate over HALP/1"),
+            (["--public-address", "http://192.0.2.1:80"], "--public-address: expected HOST:PORT"),
+            (["--http", "notanendpoint"], "--http: not a valid endpoint"),
+            (["--http", "70000"], "--http: port 70000 out of range"),
+            (["--public-http", "192.0.2.1:80"], "--public-http: expected http://HOST:PORT/"),
+            (["--public-http", "http://192.0.2.1/x"], "--public-http: bad server"),
+            (["--public-http", "http://192.0.2.1/"], "--public-http: needs --http"),
+            (
+                ["--http", "8080", "--public-http", "http://192.0.2.1/"],
+                "--public-http: needs --public-address",
+            ),
+            (
+                ["--no-federation", "--http", "8080", "--public-http", "http://192.0.2.1/"],
+                "cannot be combined",
+            ),
         ]:
             options = Options()
             e = self.assertRaises(UsageError, options.parseOptions, argv)
@@ -197,6 +222,68 @@ class MakeServiceTests(SynchronousTestCase):
             (federation.fanout, federation.sync_interval, federation.test_interval),
             (3, 2.0, 0.5),
         )
+
+    def test_http_face(self) -> None:
+        from halp.web import HALPSite
+
+        options = parse(
+            "--store", "memory", "--port", "tcp:0", "--http", "8080",
+            "--http", "tcp6:8081", "--idle-timeout", "7", "--no-request-log",
+        )
+        self.assertEqual(options["http"], ["tcp:8080", "tcp6:8081"])
+        listeners = [
+            s for s in IServiceCollection(makeService(options)) if isinstance(s, ListenerService)
+        ]
+        self.assertEqual([s.what for s in listeners], ["HALP/1", "HTTP", "HTTP"])
+        line, http, http6 = (s.factory for s in listeners)
+        assert isinstance(line, HALPServerFactory) and isinstance(http, HALPSite)
+        # One site for every HTTP endpoint, over the line protocol's core.
+        self.assertIs(http, http6)
+        self.assertIs(http.core, line.core)
+        self.assertEqual(http.timeOut, 7)
+        self.assertFalse(http.log_requests)
+        self.assertEqual(line.core.http_urls, [])
+
+    def test_http_url_is_advertised_once_listening(self) -> None:
+        options = parse(
+            "--store", "memory", "--public-address", "halp.example:7100",
+            "--http", "tcp:0", "--http", f"ssl:0:privateKey={SERVER_PEM}",
+        )
+        services = list(IServiceCollection(makeService(options)))
+        first, second = [s for s in services if isinstance(s, ListenerService) and s.what == "HTTP"]
+        (federation,) = [s for s in services if isinstance(s, Federation)]
+        relisted: list[bool] = []
+        federation.relist = lambda: relisted.append(True)  # type: ignore[method-assign]
+        # Only the first HTTP endpoint is advertised, with the port it got.
+        self.assertIsNone(second.on_listening)
+        assert first.on_listening is not None
+        port = MemoryReactor().listenTCP(8123, first.factory)
+        first.on_listening(port)
+        self.assertEqual(federation.core.http_urls, ["http://halp.example:8123/"])
+        self.assertEqual(relisted, [True])
+
+    def test_tls_endpoint_is_advertised_as_https(self) -> None:
+        options = parse(
+            "--store", "memory", "--public-address", "192.0.2.7:7100",
+            "--http", f"ssl:0:privateKey={SERVER_PEM}",
+        )
+        services = list(IServiceCollection(makeService(options)))
+        (listener,) = [s for s in services if isinstance(s, ListenerService) and s.what == "HTTP"]
+        (federation,) = [s for s in services if isinstance(s, Federation)]
+        assert listener.on_listening is not None
+        listener.on_listening(MemoryReactor().listenTCP(8443, listener.factory))
+        self.assertEqual(federation.core.http_urls, ["https://192.0.2.7:8443/"])
+
+    def test_public_http_is_announced_as_given(self) -> None:
+        options = parse(
+            "--store", "memory", "--public-address", "192.0.2.7:7100",
+            "--http", "tcp:8080", "--public-http", "HTTPS://Halp.Example",
+        )
+        services = list(IServiceCollection(makeService(options)))
+        (listener,) = [s for s in services if isinstance(s, ListenerService) and s.what == "HTTP"]
+        (federation,) = [s for s in services if isinstance(s, Federation)]
+        self.assertIsNone(listener.on_listening)
+        self.assertEqual(federation.core.http_urls, ["https://halp.example:443/"])
 
     def test_no_federation(self) -> None:
         options = parse("--store", "memory", "--no-federation")
