@@ -318,7 +318,7 @@ class HALPResource(Resource):
             if path[1:] == ["labels"]:
                 return self._labels, get, "labels"
             if path[1] == "labels":
-                return self._label, (*get, "POST"), "label"
+                return self._label, (*get, "POST"), "get"
         return None, (), "unknown"
 
     async def _answer(
@@ -408,11 +408,11 @@ class HALPResource(Resource):
     # -- /v1/labels/LABEL ----------------------------------------------------
 
     async def _label(self, request: Request, path: list[str], job: _Job) -> Answer:
+        # Set before the label is checked: a bad label counts as a get or an insert.
+        job.kind = "insert" if request.method == b"POST" else "get"
         label = check_label("/".join(path[2:]))
         if request.method == b"POST":
-            job.kind = "insert"
             return await self._insert(request, label)
-        job.kind = "get"
         limits = self.core.limits
         offset = _number(request, "offset", 0, 0)
         limit = _number(request, "limit", limits.default_slice, 1)
@@ -447,6 +447,11 @@ class HALPResource(Resource):
             document = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as e:
             raise HTTPError(400, ErrorCode.BAD_REQUEST.value, f"the body is not JSON: {e}") from None
+        except RecursionError:
+            # Valid JSON, nested deeper than Python's parser goes.
+            raise HTTPError(
+                400, ErrorCode.BAD_REQUEST.value, "the body is nested too deeply"
+            ) from None
         limits = self.core.limits
         items = document if isinstance(document, list) else [document]
         if not items:
@@ -655,9 +660,14 @@ def _cap(lines: Sequence[bytes], cap: int) -> tuple[bytes, bool]:
 
 def _parse_entry(item: object, now: int) -> Entry | RejectedEntry:
     """An entry of a POST body, or why it is not one."""
-    raw = json.dumps(item, sort_keys=True)[:200]
+    not_an_object = 'expected an object {"host": ..., "port": ...}'
+    try:
+        raw = json.dumps(item, sort_keys=True)[:200]
+    except RecursionError:
+        # json.loads took it, but dumping it again from deeper in the stack fails.
+        return RejectedEntry("(nested too deeply)", not_an_object)
     if not isinstance(item, dict):
-        return RejectedEntry(raw, 'expected an object {"host": ..., "port": ...}')
+        return RejectedEntry(raw, not_an_object)
     host, port, timestamp = item.get("host"), item.get("port"), item.get("timestamp", now)
     if not isinstance(host, str):
         return RejectedEntry(raw, "host must be a string")
@@ -912,6 +922,8 @@ class _Channel(http.HTTPChannel):
     """An HTTP/1.1 connection that answers an over-long body with 413 first."""
 
     site: HALPSite
+    #: Whether the connection was answered 413: nothing more is read.
+    _refused = False
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -921,6 +933,14 @@ class _Channel(http.HTTPChannel):
         self.site.core.traffic.connected("http", -1)
         super().connectionLost(reason)
 
+    def dataReceived(self, data: bytes) -> None:
+        if self._refused:
+            # The request's body would go to a request that has none (no
+            # gotLength()) and fail; the answer is sent, the connection
+            # closing: the transport may still deliver what it had read.
+            return
+        super().dataReceived(data)
+
     def allHeadersReceived(self) -> None:
         if self.length is not None and self.length > MAX_BODY:
             self.refuse_body()
@@ -929,6 +949,9 @@ class _Channel(http.HTTPChannel):
 
     def refuse_body(self) -> None:
         """Answer 413 and close, reading no more of the request."""
+        if self._refused:
+            return
+        self._refused = True
         body = _json(
             {"error": "too-large", "message": f"the request body is over {MAX_BODY} bytes"}
         )

@@ -7,7 +7,7 @@ from unittest import SkipTest
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from halp.stats import COUNTERS, Stats
+from halp.stats import COUNTERS, OK_RESULTS, RecentError, Stats, Traffic, client_network
 
 
 class StatsTests(SynchronousTestCase):
@@ -60,3 +60,113 @@ class DocumentedTests(SynchronousTestCase):
         text = docs.read_text("utf-8")
         for name, meaning in COUNTERS.items():
             self.assertIn(f"``{name}``\n     - {meaning}", text)
+
+
+class ClientNetworkTests(SynchronousTestCase):
+    def test_ipv4_is_its_24(self) -> None:
+        self.assertEqual(client_network("198.51.100.1"), "198.51.100.0/24")
+        self.assertEqual(client_network("198.51.100.255"), "198.51.100.0/24")
+        self.assertEqual(client_network("10.0.0.0"), "10.0.0.0/24")
+
+    def test_ipv6_is_its_48(self) -> None:
+        self.assertEqual(client_network("2001:db8:1:2::5"), "2001:db8:1::/48")
+        self.assertEqual(client_network("2001:DB8:1:ffff:ffff::1"), "2001:db8:1::/48")
+        self.assertEqual(client_network("::1"), "::/48")
+
+    def test_not_an_address(self) -> None:
+        for host in ("", "peer.example.net", "localhost", "198.51.100", "2001:db8::g", "198.51.100.1:80", "?"):
+            self.assertEqual(client_network(host), "?", host)
+
+    def test_never_the_address_itself(self) -> None:
+        for host in ("198.51.100.77", "2001:db8:1:2:3:4:5:6"):
+            self.assertNotIn(host, client_network(host))
+
+
+class TrafficTests(SynchronousTestCase):
+    def test_starts_empty(self) -> None:
+        traffic = Traffic()
+        self.assertEqual(traffic.requests, {})
+        self.assertEqual(traffic.connections["http"], 0)
+        self.assertEqual(traffic.connections["halp1"], 0)
+        self.assertEqual(list(traffic.recent), [])
+
+    def test_counts_by_frontend_kind_and_result(self) -> None:
+        traffic = Traffic()
+        traffic.record("http", "get", "ok", when=1)
+        traffic.record("http", "get", "ok", when=2)
+        traffic.record("http", "get", "not-modified", when=3)
+        traffic.record("halp1", "get", "ok", when=4)
+        traffic.record("http", "insert", "bad-entry", when=5)
+        self.assertEqual(
+            dict(traffic.requests),
+            {
+                ("http", "get", "ok"): 2,
+                ("http", "get", "not-modified"): 1,
+                ("halp1", "get", "ok"): 1,
+                ("http", "insert", "bad-entry"): 1,
+            },
+        )
+
+    def test_only_errors_are_remembered(self) -> None:
+        traffic = Traffic()
+        for result in OK_RESULTS:
+            traffic.record("http", "get", result, when=1, peer="198.51.100.1", request="GET /")
+        self.assertEqual(list(traffic.recent), [])
+        traffic.record(
+            "halp1",
+            "get",
+            "bad-label",
+            when=1_700_000_000,
+            peer="198.51.100.1",
+            request="get bad!",
+            message="bad label",
+        )
+        self.assertEqual(
+            list(traffic.recent),
+            [
+                RecentError(
+                    1_700_000_000, "halp1", "198.51.100.0/24", "get bad!", "bad-label", "bad label"
+                )
+            ],
+        )
+
+    def test_error_defaults(self) -> None:
+        """Without a peer the network is unknown; without a request, the kind stands in."""
+        traffic = Traffic()
+        traffic.record("http", "metrics", "unavailable", when=7)
+        self.assertEqual(
+            list(traffic.recent), [RecentError(7, "http", "?", "metrics", "unavailable", "")]
+        )
+
+    def test_recent_is_bounded_and_keeps_the_latest(self) -> None:
+        traffic = Traffic(recent=3)
+        for when in range(10):
+            traffic.record("http", "get", "bad-range", when=when, peer="2001:db8::1")
+        self.assertEqual([e.time for e in traffic.recent], [7, 8, 9])
+        self.assertEqual({e.network for e in traffic.recent}, {"2001:db8::/48"})
+        self.assertEqual(traffic.requests[("http", "get", "bad-range")], 10)
+
+    def test_default_remembers_50(self) -> None:
+        traffic = Traffic()
+        for when in range(60):
+            traffic.record("http", "get", "bad-range", when=when)
+        self.assertEqual(len(traffic.recent), 50)
+        self.assertEqual(traffic.recent[0].time, 10)
+
+    def test_connections(self) -> None:
+        traffic = Traffic()
+        traffic.connected("http", 1)
+        traffic.connected("http", 1)
+        traffic.connected("halp1", 1)
+        self.assertEqual((traffic.connections["http"], traffic.connections["halp1"]), (2, 1))
+        traffic.connected("http", -1)
+        traffic.connected("halp1", -1)
+        self.assertEqual((traffic.connections["http"], traffic.connections["halp1"]), (1, 0))
+
+    def test_instances_are_independent(self) -> None:
+        first, second = Traffic(), Traffic()
+        first.record("http", "get", "bad-label", when=1)
+        first.connected("http", 1)
+        self.assertEqual(second.requests, {})
+        self.assertEqual(list(second.recent), [])
+        self.assertEqual(second.connections["http"], 0)
