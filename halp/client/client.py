@@ -23,7 +23,7 @@ from twisted.internet.defer import (
 )
 from treq.client import HTTPClient
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
-from twisted.internet.error import ConnectError
+from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -928,7 +928,7 @@ class HALPClient:
     async def _stats(self, server: ServerAddress | None) -> ServerStats:
         await self._ready()
         if server is not None and server not in self._table:
-            raise ValueError(f"{server} is not a known server; pass it with --server")
+            raise ValueError(f"{server} is not a known server (give it as a seed)")
         fields: dict[ServerAddress, tuple[tuple[str, str], ...]] = {}
 
         def interpret(
@@ -1031,7 +1031,7 @@ def _client_error(failure: Failure, timeout: float) -> ClientError | None:
         return Timeout(f"no answer within {timeout:.1f} s")
     if failure.check(ClientError):
         return failure.value  # type: ignore[return-value]
-    if failure.check(ConnectError):
+    if failure.check(ConnectError, DNSLookupError):
         return ConnectionClosed(f"cannot connect: {failure.getErrorMessage().rstrip('.')}")
     if failure.check(HALPError):
         return ClientError(str(failure.value))

@@ -15,13 +15,23 @@ import json
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from hyperlink import EncodedURL
 from treq.client import HTTPClient
-from treq.content import collect
-from twisted.internet.defer import Deferred
+from twisted.internet import error as net
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.python.failure import Failure
+from twisted.web.client import (
+    RequestTransmissionFailed,
+    ResponseDone,
+    ResponseFailed,
+    ResponseNeverReceived,
+)
+from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IResponse
 
 from halp.client.servers import ServerAddress
-from halp.error import BadResponse, ClientError
+from halp.error import BadResponse, ClientError, ConnectionClosed
 from halp.model import Entry, Window
 from halp.wire import (
     Get,
@@ -43,8 +53,15 @@ __all__ = ["HTTPExchange", "MAX_HTTP_ANSWER"]
 MAX_HTTP_ANSWER = 1 << 20
 
 
-class _TooLong(Exception):
-    pass
+class _URL(EncodedURL):
+    """
+    A URL that is ASCII already, as every URL made here is: treq turns
+    URLs into URIs with :meth:`to_uri`, which IDNA-encodes the host and
+    fails on an IPv6 literal (hyperlink issues 68 and 188).
+    """
+
+    def to_uri(self) -> EncodedURL:
+        return self
 
 
 class HTTPExchange:
@@ -59,8 +76,19 @@ class HTTPExchange:
         self.http = http
 
     async def exchange(self, server: ServerAddress, requests: list[Request]) -> list[Response]:
-        """Answer each request in turn; the first failure fails them all."""
-        return [await self._one(server, request) for request in requests]
+        """
+        Answer each request in turn; the first failure fails them all,
+        with a :class:`~halp.error.ClientError` (or the connection error
+        of a server that cannot be reached).
+        """
+        try:
+            return [await self._one(server, request) for request in requests]
+        except ResponseFailed as e:
+            if any(r.check(CancelledError) for r in e.reasons):
+                raise CancelledError() from None  # the timeout of the exchange
+            raise _broken(e) from None
+        except RequestTransmissionFailed as e:
+            raise ConnectionClosed(f"sending the request failed: {_reason(e)}") from None
 
     async def _one(self, server: ServerAddress, request: Request) -> Response:
         base = server.url.rstrip("/")
@@ -88,7 +116,11 @@ class HTTPExchange:
 
     async def _get(self, url: str) -> tuple[int, bytes, str]:
         headers: dict[bytes | str, bytes | str] = {"Accept": "text/plain"}
-        response = await self.http.get(url, headers=headers)
+        # A redirect is not followed: the answer must come from the server
+        # that is credited with it.
+        response = await self.http.get(
+            _URL.from_text(url), headers=headers, unbuffered=True, allow_redirects=False
+        )
         return await _read(response)
 
     async def _insert(self, base: str, request: Insert) -> Response:
@@ -100,9 +132,11 @@ class HTTPExchange:
         lines: list[bytes] = []
         for label in request.labels:
             response = await self.http.post(
-                f"{base}/v1/labels/{quote(label)}",
+                _URL.from_text(f"{base}/v1/labels/{quote(label)}"),
                 data=json.dumps(body).encode("utf-8"),
                 headers=headers,
+                unbuffered=True,
+                allow_redirects=False,
             )
             code, content, kind = await _read(response)
             document = _document(code, content, kind)
@@ -138,26 +172,75 @@ def _last_segment(line: bytes) -> bytes:
     return timestamp + b" " + name.rpartition(b"/")[2]
 
 
+class _Body(Protocol):
+    """
+    Reads the body of an answer, refusing one of more than
+    :data:`MAX_HTTP_ANSWER` bytes; cancelling :attr:`done` (the timeout of
+    the exchange) closes the connection rather than leaving it open.
+    """
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.done: Deferred[bytes] = Deferred(lambda _: self._stop())
+        self._stopped = False
+
+    def _stop(self) -> None:
+        self._stopped = True
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._stopped:
+            return
+        self.size += len(data)
+        if self.size > MAX_HTTP_ANSWER:
+            self._stop()
+            self.done.errback(BadResponse(f"an HTTP answer of more than {MAX_HTTP_ANSWER} bytes"))
+            return
+        self.chunks.append(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.done.callback(b"".join(self.chunks))
+        else:
+            self.done.errback(reason)
+
+
 async def _read(response: IResponse) -> tuple[int, bytes, str]:
     """The status, body and media type of an answer, refusing huge ones."""
-    chunks: list[bytes] = []
-    size = 0
-
-    def take(data: bytes) -> None:
-        nonlocal size
-        size += len(data)
-        if size > MAX_HTTP_ANSWER:
-            raise _TooLong()
-        chunks.append(data)
-
-    d: Deferred[None] = collect(response, take)
-    try:
-        await d
-    except _TooLong:
-        raise BadResponse(f"an HTTP answer of more than {MAX_HTTP_ANSWER} bytes") from None
+    body = _Body()
+    response.deliverBody(body)
+    content = await body.done
     kinds = response.headers.getRawHeaders("content-type") or [""]
     kind = (kinds[-1].decode("latin-1") if isinstance(kinds[-1], bytes) else kinds[-1])
-    return response.code, b"".join(chunks), kind.split(";")[0].strip().lower()
+    return response.code, content, kind.split(";")[0].strip().lower()
+
+
+def _reason(e: ResponseFailed | RequestTransmissionFailed) -> str:
+    """The first reason a twisted.web client failure gives, on one line."""
+    reasons: list[Failure] = e.reasons
+    text = reasons[0].getErrorMessage() if reasons else ""
+    return " ".join(text.split())[:120] or type(e).__name__
+
+
+def _broken(e: ResponseFailed) -> ClientError:
+    """
+    A failure of twisted.web's client as the error to report: a server
+    that closed (or whose TLS failed) before answering, or in the middle
+    of its answer, or one that does not speak HTTP (a HALP/1 server, say).
+    """
+    closed = any(r.check(net.ConnectionClosed) for r in e.reasons)
+    if isinstance(e, ResponseNeverReceived):
+        if closed:
+            return ConnectionClosed("the server closed the connection before answering")
+        return ConnectionClosed(f"no HTTP answer: {_reason(e)}")
+    if closed:
+        return ConnectionClosed("the connection closed in the middle of the HTTP answer")
+    return BadResponse(f"not an HTTP answer: {_reason(e)}")
 
 
 def _document(code: int, content: bytes, kind: str) -> dict[str, Any]:

@@ -16,6 +16,8 @@ from unittest import mock
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
+from twisted.web.server import Site
 
 from halp import __version__
 from halp.cli import (
@@ -30,6 +32,7 @@ from halp.client.client import CACHE_FILE
 from halp.client.servers import ServerAddress
 from halp.core import HALPCore
 from halp.model import Entry
+from halp.stats import COUNTERS
 from halp.store import insert_entries
 from halp.server import HALPServerFactory
 from halp.store.memory import MemoryStore
@@ -41,6 +44,8 @@ NOW = 1_700_000_000
 
 SERVER = ServerAddress("192.0.2.1", 7100)
 OTHER = ServerAddress("192.0.2.2", 7100)
+#: A server's HTTP face.
+WEB = ServerAddress("192.0.2.3", 8080, "http")
 
 #: The keys of a server row in ``--json`` output; ``error``, ``dialect``,
 #: ``stored`` and ``reason`` only when they apply.
@@ -119,6 +124,7 @@ class CLITestCase(SynchronousTestCase):
                 self.err,
                 cache=self.cache,
                 endpoint=self.network.endpoint,
+                http=self.network.http_client(),
             )
         )
 
@@ -563,6 +569,163 @@ class ServersTests(CLITestCase):
         self.assertEqual((outcome.code, outcome.json()), (0, {"servers": []}))
 
 
+# -- HTTP faces ------------------------------------------------------------------
+
+
+class HTTPFaceTests(CLITestCase):
+    def test_get_and_servers(self) -> None:
+        """
+        ``get --server http://...`` asks the HTTP face; ``servers`` then
+        lists it by its URL, with its scheme.
+        """
+        store = MemoryStore()
+        self.network.http_server(WEB, store)
+        put(store, "myapp", Entry(NOW - 5, "198.51.100.8", 4001))
+        outcome = self.halp("get", "myapp", "--server", WEB.url)
+        self.assertEqual(
+            (outcome.code, outcome.lines, outcome.stderr),
+            (0, [f"{NOW - 5} 198.51.100.8 4001"], ""),
+        )
+        outcome = self.halp("servers", "--json")
+        (row,) = outcome.json()["servers"]
+        self.assertEqual(
+            {k: row[k] for k in ("server", "scheme", "host", "port", "successes")},
+            {
+                "server": "http://192.0.2.3:8080/",
+                "scheme": "http",
+                "host": "192.0.2.3",
+                "port": 8080,
+                "successes": 1,
+            },
+        )
+        outcome = self.halp("servers")
+        self.assertEqual(outcome.lines[1].split()[0], "http://192.0.2.3:8080/")
+
+    def test_insert_http_server(self) -> None:
+        """``insert halp/http HOST PORT`` adds an HTTP face by hand."""
+        store = MemoryStore()
+        self.network.http_server(WEB, store)
+        put(store, "myapp", Entry(NOW - 5, "198.51.100.8", 4001))
+        self.assertEqual(self.halp("insert", "halp/http", "192.0.2.3", "8080").code, 0)
+        outcome = self.halp("get", "myapp")
+        self.assertEqual((outcome.code, outcome.lines), (0, [f"{NOW - 5} 198.51.100.8 4001"]))
+        self.assertEqual(set(self.network.attempts), {WEB})
+
+
+# -- stats ---------------------------------------------------------------------
+
+
+class StatsTests(CLITestCase):
+    def assertTable(self, outcome: Outcome, server: str, uptime: int) -> dict[str, str]:
+        """
+        ``stats`` printed ``# SERVER`` and then one ``NAME  VALUE`` line per
+        field, uptime first then every counter, the values in one column.
+        """
+        self.assertEqual((outcome.code, outcome.stderr), (0, ""))
+        header, *rows = outcome.lines
+        self.assertEqual(header, f"# {server}")
+        names = ["uptime", *COUNTERS]
+        self.assertEqual([row.split()[0] for row in rows], names)
+        column = max(map(len, names)) + 2
+        values = {}
+        for name, row in zip(names, rows):
+            self.assertEqual(row[:column], name.ljust(column), row)
+            self.assertNotEqual(row[column], " ", row)
+            values[name] = row[column:]
+        self.assertEqual(values["uptime"], str(uptime))
+        for value in values.values():
+            self.assertTrue(value.isdigit(), values)
+        return values
+
+    def test_prints_counters(self) -> None:
+        self.serve(SERVER)
+        self.network.advance(42)
+        outcome = self.halp("stats", "--server", str(SERVER))
+        values = self.assertTable(outcome, str(SERVER), 42)
+        self.assertEqual(values["entries-inserted"], "0")
+
+    def test_best_known_server(self) -> None:
+        """Without ``--server``, the best known server answers."""
+        self.serve(SERVER)
+        self.halp("insert", "halp", "192.0.2.2", "7100")
+        self.halp("insert", "halp", "192.0.2.1", "7100")
+        self.halp("get", "myapp")  # 192.0.2.2 fails: 192.0.2.1 is the better one
+        self.network.attempts.clear()
+        outcome = self.halp("stats")
+        self.assertTable(outcome, str(SERVER), 0)
+        self.assertEqual(self.network.attempts, [SERVER])
+
+    def test_json(self) -> None:
+        store = self.serve(SERVER)
+        self.network.advance(7)
+        self.halp("announce", "myapp", "198.51.100.7", "4000", "--server", str(SERVER))
+        self.assertEqual(len(self.successResultOf(store.get("myapp", 0, 10, 0))), 1)
+        outcome = self.halp("stats", "--json", "--server", str(SERVER))
+        self.assertEqual((outcome.code, outcome.stderr), (0, ""))
+        document = outcome.json()
+        self.assertEqual(set(document), {"server", "counters"})
+        self.assertEqual(document["server"], str(SERVER))
+        counters = document["counters"]
+        self.assertEqual(list(counters), sorted(["uptime", *COUNTERS]))
+        for name, value in counters.items():
+            self.assertIs(type(value), int, name)
+        self.assertEqual((counters["uptime"], counters["entries-inserted"]), (7, 1))
+
+    def test_over_http(self) -> None:
+        """``--server http://...`` asks the server's HTTP face."""
+        site = self.network.http_server(WEB)
+        self.network.advance(5)
+        self.halp("announce", "myapp", "198.51.100.7", "4000", "--server", WEB.url)
+        self.assertEqual(
+            self.successResultOf(site.core.store.get("myapp", 0, 10, 0)),
+            [Entry(NOW + 5, "198.51.100.7", 4000)],
+        )
+        outcome = self.halp("stats", "--server", "http://192.0.2.3:8080/")
+        values = self.assertTable(outcome, "http://192.0.2.3:8080/", 5)
+        self.assertEqual(values["entries-inserted"], "1")
+        outcome = self.halp("stats", "--json", "--server", "http://192.0.2.3:8080")
+        self.assertEqual(outcome.json()["server"], "http://192.0.2.3:8080/")
+        self.assertEqual(outcome.json()["counters"]["uptime"], 5)
+
+    def test_unreachable(self) -> None:
+        outcome = self.halp("stats", "--server", str(SERVER))
+        self.assertEqual((outcome.code, outcome.stdout), (1, ""))
+        self.assertOneWarning(
+            outcome, "no HALP server could be reached", f"{SERVER} unreachable", "refused"
+        )
+
+    def test_unreachable_http(self) -> None:
+        outcome = self.halp("stats", "--json", "--server", WEB.url)
+        self.assertEqual((outcome.code, outcome.stdout), (1, ""))
+        self.assertOneWarning(outcome, "no HALP server could be reached", f"{WEB.url} unreachable")
+
+    def test_not_http(self) -> None:
+        """A web server without the HALP API: exit 1, one line."""
+        self.network.listen(WEB, Site(Resource()))
+        outcome = self.halp("stats", "--server", WEB.url)
+        self.assertEqual((outcome.code, outcome.stdout), (1, ""))
+        self.assertOneWarning(outcome, f"{WEB.url} unreachable", "404")
+
+    def test_first_server_only(self) -> None:
+        """The first ``--server`` is the one asked, even when another is up."""
+        self.serve(OTHER)
+        outcome = self.halp("stats", "--server", str(SERVER), "--server", str(OTHER))
+        self.assertEqual(outcome.code, 1)
+        self.assertOneWarning(outcome, str(SERVER))
+        self.assertEqual(self.network.attempts, [SERVER])
+
+    def test_no_server_known(self) -> None:
+        outcome = self.halp("stats")
+        self.assertEqual((outcome.code, outcome.stdout), (1, ""))
+        self.assertOneWarning(outcome, "no HALP server known", "halp insert halp")
+        self.assertEqual(self.network.attempts, [])
+
+    def test_no_server_known_json(self) -> None:
+        outcome = self.halp("stats", "--json")
+        self.assertEqual((outcome.code, outcome.stdout), (1, ""))
+        self.assertOneWarning(outcome, "no HALP server known")
+
+
 # -- the parser ----------------------------------------------------------------
 
 
@@ -678,6 +841,42 @@ class ParserTests(SynchronousTestCase):
         get = ["get", "x", "--server"]
         self.assertUsageError([*get, "192.0.2.1"], "halp get", "expected HOST:PORT")
         self.assertUsageError([*get, "2001:db8::1:7100"], "halp get", "[ADDRESS]:PORT")
+
+    def test_stats(self) -> None:
+        args = make_parser().parse_args(["stats"])
+        self.assertEqual((args.command, args.server, args.json), ("stats", [], False))
+        args = make_parser().parse_args(["stats", "--json", "--server", "http://192.0.2.3:8080/"])
+        self.assertEqual((args.server, args.json), (["http://192.0.2.3:8080/"], True))
+
+    def test_http_servers(self) -> None:
+        """The URLs of servers' HTTP faces are servers too."""
+        servers = [
+            "http://192.0.2.3:8080/",
+            "http://192.0.2.3:8080",
+            "https://halp.example/",
+            "HTTP://[2001:db8::1]:8443/",
+        ]
+        argv = ["get", "x"]
+        for server in servers:
+            argv += ["--server", server]
+        self.assertEqual(make_parser().parse_args(argv).server, servers)
+
+    def test_bad_scheme(self) -> None:
+        self.assertUsageError(
+            ["stats", "--server", "ftp://192.0.2.3:21/"], "halp stats", "bad server", "ftp://"
+        )
+        self.assertUsageError(
+            ["get", "x", "--server", "gopher://192.0.2.3"], "halp get", "expected HOST:PORT"
+        )
+
+    def test_bad_url(self) -> None:
+        self.assertUsageError(
+            ["stats", "--server", "http://192.0.2.3:8080/halp"], "halp stats", "no path"
+        )
+        self.assertUsageError(
+            ["stats", "--server", "http://192.0.2.3:99999/"], "halp stats", "bad server"
+        )
+        self.assertUsageError(["stats", "--server", "http:///"], "halp stats", "no host")
 
     def test_bad_timeout(self) -> None:
         self.assertUsageError(["servers", "--timeout", "0"], "halp servers", "more than 0")
