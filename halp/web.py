@@ -402,6 +402,8 @@ class HALPResource(Resource):
         )
         request.setResponseCode(500)
         request.setHeader("Content-Type", _JSON)
+        request.setHeader("Content-Length", str(len(answer.body)))
+        request.setHeader("X-Content-Type-Options", "nosniff")
         request.write(answer.body)
         request.finish()
 
@@ -547,8 +549,8 @@ class HALPResource(Resource):
                 copy = Answer(answer.body, answer.content_type, headers=dict(answer.headers))
                 return conditional(request, copy, newest, int(HOSTLIST_MIN_AGE))
         generation = self._generation
-        lines, newest = await self._hostlist_lines(label)
-        body, truncated = _cap(lines, HOSTLIST_CAP)
+        lines, newest, truncated = await self._hostlist_lines(label)
+        body = b"".join(lines)
         headers = {"HALP-Truncated": "yes" if truncated else "no"}
         answer = Answer(body, _TEXT, headers=headers)
         if len(self._hostlists) > 64:
@@ -557,10 +559,13 @@ class HALPResource(Resource):
         copy = Answer(body, _TEXT, headers=dict(headers))
         return conditional(request, copy, newest, int(HOSTLIST_MIN_AGE))
 
-    async def _hostlist_lines(self, label: str | None) -> tuple[list[bytes], int | None]:
+    async def _hostlist_lines(
+        self, label: str | None
+    ) -> tuple[list[bytes], int | None, bool]:
         """
-        The host list's lines, newest labels first, stopping once the cap
-        is reached; and the newest confirmation in them.
+        The host list's lines, newest labels first, as many whole lines as
+        :data:`HOSTLIST_CAP` bytes hold; the newest confirmation in them;
+        and whether lines were left out.
         """
         core = self.core
         widest = core.limits.max_entries
@@ -576,18 +581,18 @@ class HALPResource(Resource):
                 page = await core.store.get(name, start, start + min(widest, 1000), since)
                 for entry in page:
                     line = prefix + format_entry(entry)
+                    if size + len(line) > HOSTLIST_CAP:
+                        return False
                     lines.append(line)
                     size += len(line)
                     newest = entry.timestamp if newest is None else max(newest, entry.timestamp)
-                    if size > HOSTLIST_CAP:
-                        return False
                 if len(page) < min(widest, 1000):
                     return True
                 start += len(page)
 
         if label is not None:
-            await entries_of(label, b"")
-            return lines, newest
+            complete = await entries_of(label, b"")
+            return lines, newest, not complete
 
         # Depth first through the label index, most recently active first.
         stack: list[Iterator[LabelInfo]] = []
@@ -599,11 +604,11 @@ class HALPResource(Resource):
                 stack.pop()
                 continue
             if not await entries_of(row.name, row.name.encode("ascii") + b" "):
-                break
+                return lines, newest, True
             children = await self._all_sublabels(row.name, since)
             if children:
                 stack.append(iter(children))
-        return lines, newest
+        return lines, newest, False
 
     async def _all_sublabels(self, parent: str, since: int) -> list[LabelInfo]:
         rows: list[LabelInfo] = []
@@ -646,16 +651,6 @@ def _host_of(address: object) -> str:
         return check_host(host)
     except ProtocolError:
         return ""
-
-
-def _cap(lines: Sequence[bytes], cap: int) -> tuple[bytes, bool]:
-    """Whole lines up to ``cap`` bytes, and whether any were left out."""
-    size = 0
-    for i, line in enumerate(lines):
-        if size + len(line) > cap:
-            return b"".join(lines[:i]), True
-        size += len(line)
-    return b"".join(lines), False
 
 
 def _parse_entry(item: object, now: int) -> Entry | RejectedEntry:

@@ -72,6 +72,8 @@ class ClientNetworkTests(SynchronousTestCase):
         self.assertEqual(client_network("2001:db8:1:2::5"), "2001:db8:1::/48")
         self.assertEqual(client_network("2001:DB8:1:ffff:ffff::1"), "2001:db8:1::/48")
         self.assertEqual(client_network("::1"), "::/48")
+        # An IPv4 client of a dual-stack listener is shown by its IPv4 /24.
+        self.assertEqual(client_network("::ffff:198.51.100.1"), "198.51.100.0/24")
 
     def test_not_an_address(self) -> None:
         for host in ("", "peer.example.net", "localhost", "198.51.100", "2001:db8::g", "198.51.100.1:80", "?"):

@@ -1563,6 +1563,20 @@ class HostlistTests(WebTestCase):
         self.assertEqual(lines[0], f"label00 {NOW} 10.0.0.0 7100")
         self.assertEqual(lines[1000], f"label01 {NOW} 10.0.0.0 7100")
 
+    def test_last_modified_is_the_newest_line_kept(self) -> None:
+        """The lines the cap cuts off do not date the list."""
+        # "p" is the most active label because of its sublabel's newer
+        # entry, so its own (older) entries come first and fill the list.
+        filler = [Entry(NOW - 100, f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", 7100) for i in range(20_000)]
+        self.successResultOf(insert_entries(self.store, ["p"], filler, 20_000))
+        self.successResultOf(
+            insert_entries(self.store, ["p/new"], [Entry(NOW, "192.0.2.9", 1)], 1000)
+        )
+        reply = self.get("/hostlist")
+        self.assertEqual(reply.header("HALP-Truncated"), "yes")
+        self.assertNotIn(b"192.0.2.9", reply.body)
+        self.assertEqual(reply.header("Last-Modified"), datetimeToString(NOW - 100).decode("ascii"))
+
     def test_built_at_most_every_min_age(self) -> None:
         self.insert("a", entry(10, "192.0.2.1", 1))
         first = self.get("/hostlist")
