@@ -58,7 +58,9 @@ def start_server(tmp_path: Path, server_processes: list[HALPServer]) -> StartSer
     """
     ``start_server(*args, store=None, port=0)`` starts ``twistd halp`` with
     extra options ``args`` on ``store`` (default: ``sqlite:TMP/halp.sqlite3``),
-    listening on ``port`` of 127.0.0.1 (default: any free one).
+    listening on ``port`` of 127.0.0.1 (default: any free one).  With
+    ``--http`` among ``args``, it also waits for the HTTP face, whose port
+    is then the server's ``http_port``.
     """
 
     def start(*args: str, store: str | None = None, port: int = 0) -> HALPServer:

@@ -2,10 +2,11 @@
 Run a real ``twistd --nodaemon halp`` process and talk HALP/1 to it over TCP.
 
 :class:`HALPServer` owns one server process (and restarts it on the same
-store); :class:`LibhalpServer` owns a ``tests/libhalp_server.py`` process, a
-server that speaks only the 2011 libhalp form; :class:`HALPClient` is one
-TCP connection to a HALP/1 server, with helpers that read whole replies
-(data lines and their status line) or everything up to the server's close.
+store), and knows the port of its HTTP face when it has one (``--http``);
+:class:`LibhalpServer` owns a ``tests/libhalp_server.py`` process, a server
+that speaks only the 2011 libhalp form; :class:`HALPClient` is one TCP
+connection to a HALP/1 server, with helpers that read whole replies (data
+lines and their status line) or everything up to the server's close.
 Nothing here sleeps: every wait is a blocking read with a socket timeout, a
 condition variable with a deadline, or ``Popen.wait(timeout)``.
 """
@@ -24,7 +25,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable, Mapping, Sequence
+from typing import IO, Callable, Mapping, Sequence, TypeVar
 
 __all__ = [
     "GARBAGE_SERVER",
@@ -38,6 +39,8 @@ __all__ = [
     "StartLibhalpServer",
     "StartServer",
     "TWISTD",
+    "eventually",
+    "free_port",
     "is_status",
     "run_twistd",
 ]
@@ -56,6 +59,37 @@ IO_TIMEOUT = 15.0
 QUOTED_LINES = 60
 
 _LISTENING = re.compile(r"HALP/1 listening on 127\.0\.0\.1:(\d+)")
+#: What the server prints once its (first) HTTP face listens; group 1 is the
+#: port.
+_HTTP_LISTENING = re.compile(r"HTTP listening on \S+:(\d+) \(")
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that was free a moment ago (for servers that
+    must know their own port before they start, such as ``--public-address``)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def eventually(
+    check: Callable[[], T | None], pace: HALPServer, timeout: float = 60.0, step: float = 0.25
+) -> T:
+    """
+    ``check()`` once it returns something other than ``None``; between
+    tries, wait for ``pace`` to log something (or ``step`` seconds), so
+    that nothing polls in a busy loop.  Fails the test after ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result is not None:
+            return result
+        assert time.monotonic() < deadline, f"not settled in {timeout} s:\n{pace.output_tail()}"
+        pace.wait_for_more_output(step)
 
 
 def is_status(line: str) -> bool:
@@ -115,6 +149,8 @@ class HALPServer:
         #: The port asked for: 0 for any free one.
         self.fixed_port = port
         self.port: int | None = None
+        #: The port of the (first) HTTP face, when ``args`` has ``--http``.
+        self.http_port: int | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self.runs = 0
         self._cond = threading.Condition()
@@ -164,15 +200,31 @@ class HALPServer:
             daemon=True,
         )
         self._reader.start()
-        match = self._wait_for_output(self.listening, START_TIMEOUT)
+        self.port = self._wait_for_port(self.listening)
+        if self.serves_http:
+            self.http_port = self._wait_for_port(_HTTP_LISTENING)
+        return self
+
+    def _wait_for_port(self, pattern: re.Pattern[str]) -> int:
+        match = self._wait_for_output(pattern, START_TIMEOUT)
         if match is None:
             self._force_stop()
             raise AssertionError(
-                f"the server did not report its port within {START_TIMEOUT} s "
-                f"(exit status {self.process_status()}); output:\n{self.output()}"
+                f"the server did not report its port ({pattern.pattern!r}) within "
+                f"{START_TIMEOUT} s (exit status {self.process_status()}); "
+                f"output:\n{self.output()}"
             )
-        self.port = int(match.group(1))
-        return self
+        return int(match.group(1))
+
+    @property
+    def serves_http(self) -> bool:
+        """Whether the server was given an HTTP face (``--http``)."""
+        return any(arg == "--http" or arg.startswith("--http=") for arg in self.args)
+
+    def http_url(self, path: str = "/") -> str:
+        """The URL of ``path`` (which starts with ``/``) on the HTTP face."""
+        assert self.http_port is not None, "no HTTP face running"
+        return f"http://127.0.0.1:{self.http_port}{path}"
 
     def stop(self) -> int:
         """Stop the server gracefully (SIGTERM) and return its exit status."""
@@ -234,7 +286,7 @@ class HALPServer:
         self._finish()
 
     def _finish(self) -> None:
-        process, self.process, self.port = self.process, None, None
+        process, self.process, self.port, self.http_port = self.process, None, None, None
         if self._reader is not None:
             self._reader.join(timeout=STOP_TIMEOUT)
             self._reader = None

@@ -6,45 +6,21 @@ short intervals.
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import Callable, Iterator
 
 import pytest
 
-from tests.halpserver import GarbageServer, HALPServer, Reply, StartServer
+from tests.halpserver import GarbageServer, HALPServer, Reply, StartServer, eventually, free_port
 
 pytestmark = pytest.mark.e2e
-
-T = TypeVar("T")
 
 #: Seconds between pulls, and between tests of learned servers.
 SYNC = 0.5
 TEST = 0.2
 #: How long the federation may take to settle anything, at most.
 SETTLE = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def eventually(check: Callable[[], T | None], pace: HALPServer, timeout: float = SETTLE) -> T:
-    """
-    ``check()`` once it returns something other than ``None``; between
-    tries, wait for ``pace`` to log something (or a moment).
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result is not None:
-            return result
-        assert time.monotonic() < deadline, f"not settled in {timeout} s:\n{pace.output_tail()}"
-        pace.wait_for_more_output(SYNC / 2)
 
 
 def fields(reply: Reply) -> dict[str, str]:
