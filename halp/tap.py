@@ -8,11 +8,13 @@ imports it when twistd has already installed the one it chose.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any, Callable
 
 from twisted.application.internet import TimerService
 from twisted.application.service import IService, MultiService, Service
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IListeningPort,
@@ -428,6 +430,13 @@ class ListenerService(Service):
         return None
 
 
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def _advertiser(
     core: HALPCore, federation: Federation | None, public: ServerAddress, description: str
 ) -> Callable[[IListeningPort], None]:
@@ -437,8 +446,25 @@ def _advertiser(
     """
 
     def listening(port: IListeningPort) -> None:
+        host = port.getHost()
+        if not isinstance(host, (IPv4Address, IPv6Address)):
+            Logger().warn(
+                "The HTTP face on {endpoint} has no TCP port to announce; "
+                "give --public-http to list it",
+                endpoint=description,
+            )
+            return
+        if _is_loopback(host.host) and not _is_loopback(public.host):
+            Logger().warn(
+                "The HTTP face on {endpoint} listens on loopback only, so it is not "
+                "announced at {public}; give --public-http to list the URL that "
+                "reaches it",
+                endpoint=description,
+                public=public.host,
+            )
+            return
         scheme = "https" if description.split(":", 1)[0] in ("ssl", "tls") else "http"
-        address = ServerAddress(public.host, port.getHost().port, scheme)  # type: ignore[attr-defined]
+        address = ServerAddress(public.host, host.port, scheme)
         core.http_urls = [address.url]
         if federation is not None:
             federation.relist()

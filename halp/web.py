@@ -34,12 +34,13 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
+from zope.interface import implementer
 
 from halp import __version__
 from halp.core import HALPCore, Refused, Stored
@@ -81,6 +82,9 @@ HOSTLIST_CAP = 500_000
 HOSTLIST_MAX_AGE = 60.0
 #: ... or when entries changed and it is older than this.
 HOSTLIST_MIN_AGE = 5.0
+
+#: Host lists kept: the full one and the most recent ``?label=`` ones.
+HOSTLISTS_KEPT = 65
 
 #: Labels the status page lists.
 STATUS_LABELS = 100
@@ -174,13 +178,17 @@ def _matches(header: str, etag: str) -> bool:
 
 
 def conditional(
-    request: Request, answer: Answer, last_modified: int | None, max_age: int
+    request: Request,
+    answer: Answer,
+    last_modified: int | None,
+    max_age: int,
+    now: int | None = None,
 ) -> Answer:
     """
     Give ``answer`` an ``ETag`` (and a ``Last-Modified`` time, the newest
     confirmation it lists), and turn it into ``304 Not Modified`` when the
-    request's ``If-None-Match`` (or, without one, ``If-Modified-Since``)
-    says the client has it already.
+    request's ``If-None-Match`` (or, without one, ``If-Modified-Since``,
+    unless it is later than ``now``) says the client has it already.
     """
     etag = _etag(answer.body)
     answer.headers["ETag"] = etag
@@ -195,9 +203,12 @@ def conditional(
         since = _header(request, "If-Modified-Since")
         if since is not None:
             try:
-                fresh = last_modified <= http.stringToDatetime(since.encode("latin-1"))
+                when = http.stringToDatetime(since.encode("latin-1"))
             except (ValueError, IndexError, KeyError, UnicodeEncodeError):
-                fresh = False
+                when = None
+            # A date later than the server's clock is invalid (RFC 9110,
+            # 13.1.3) and is ignored.
+            fresh = when is not None and last_modified <= when and (now is None or when <= now)
     if fresh:
         answer.status = 304
         answer.body = b""
@@ -278,6 +289,7 @@ class HALPResource(Resource):
         self.registry.register(_Collector(self))
         self.registry.register(ProcessCollector(registry=None))
         self._hostlists: dict[str, tuple[Answer, float, int, int | None]] = {}
+        self._building: dict[str, list[Deferred[tuple[Answer, int | None]]]] = {}
         self._generation = 0
         core.watch(self._changed)
 
@@ -368,7 +380,8 @@ class HALPResource(Resource):
             request.setHeader("Content-Length", str(len(answer.body)))
             request.setHeader("X-Content-Type-Options", "nosniff")
             if method != "HEAD":
-                request.write(answer.body)
+                _write_then_finish(request, answer.body, gone)
+                return
         request.finish()
 
     def _error(self, e: HTTPError) -> Answer:
@@ -436,7 +449,7 @@ class HALPResource(Resource):
             }
             answer = Answer(_json(document), _JSON, headers=headers)
         newest = page.items[0].timestamp if page.items else None
-        return conditional(request, answer, newest, LIST_MAX_AGE)
+        return conditional(request, answer, newest, LIST_MAX_AGE, self.core.now())
 
     async def _insert(self, request: Request, label: str) -> Answer:
         kind = (_header(request, "Content-Type") or _JSON).split(";")[0].strip().lower()
@@ -510,7 +523,7 @@ class HALPResource(Resource):
             }
             answer = Answer(_json(document), _JSON, headers=headers)
         newest = page.items[0].timestamp if page.items else None
-        return conditional(request, answer, newest, LIST_MAX_AGE)
+        return conditional(request, answer, newest, LIST_MAX_AGE, self.core.now())
 
     # -- /v1/hello, /v1/stats, /v1/peers -------------------------------------
 
@@ -547,17 +560,43 @@ class HALPResource(Resource):
             age = now - built
             if age < HOSTLIST_MIN_AGE or (age < HOSTLIST_MAX_AGE and generation == self._generation):
                 copy = Answer(answer.body, answer.content_type, headers=dict(answer.headers))
-                return conditional(request, copy, newest, int(HOSTLIST_MIN_AGE))
+                return conditional(request, copy, newest, int(HOSTLIST_MIN_AGE), self.core.now())
+        waiter: Deferred[tuple[Answer, int | None]] = Deferred()
+        waiting = self._building.get(key)
+        if waiting is not None:
+            waiting.append(waiter)
+        else:
+            # One build per list at a time: requests that come meanwhile
+            # wait for it rather than walk the store again.
+            self._building[key] = [waiter]
+            build = Deferred.fromCoroutine(self._build_hostlist(key, label, now))
+            build.addBoth(self._built, key)
+        answer, newest = await waiter
+        copy = Answer(answer.body, answer.content_type, headers=dict(answer.headers))
+        return conditional(request, copy, newest, int(HOSTLIST_MIN_AGE), self.core.now())
+
+    def _built(self, result: tuple[Answer, int | None] | Failure, key: str) -> None:
+        for waiter in self._building.pop(key):
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(result)
+
+    async def _build_hostlist(
+        self, key: str, label: str | None, now: float
+    ) -> tuple[Answer, int | None]:
         generation = self._generation
         lines, newest, truncated = await self._hostlist_lines(label)
-        body = b"".join(lines)
         headers = {"HALP-Truncated": "yes" if truncated else "no"}
-        answer = Answer(body, _TEXT, headers=headers)
-        if len(self._hostlists) > 64:
-            self._hostlists.clear()  # a bound on ?label= variants kept
+        answer = Answer(b"".join(lines), _TEXT, headers=headers)
+        # A bound on the ?label= lists kept; the full list is always kept.
+        while len(self._hostlists) >= HOSTLISTS_KEPT and key not in self._hostlists:
+            oldest = min(
+                (k for k in self._hostlists if k), key=lambda k: self._hostlists[k][1]
+            )
+            del self._hostlists[oldest]
         self._hostlists[key] = (answer, now, generation, newest)
-        copy = Answer(body, _TEXT, headers=dict(headers))
-        return conditional(request, copy, newest, int(HOSTLIST_MIN_AGE))
+        return answer, newest
 
     async def _hostlist_lines(
         self, label: str | None
@@ -624,7 +663,7 @@ class HALPResource(Resource):
         self._census = await self.core.store.census(self.core.oldest_served(), 0)
         encoder, content_type = choose_encoder(_header(request, "Accept") or "")
         body = encoder(self.registry)
-        return Answer(body, content_type, headers={"Cache-Control": "no-cache"})
+        return Answer(body, content_type, headers={"Cache-Control": "no-cache", "Vary": "Accept"})
 
     # -- / -------------------------------------------------------------------
 
@@ -632,6 +671,60 @@ class HALPResource(Resource):
         census = await self.core.store.census(self.core.oldest_served(), STATUS_LABELS)
         page = render_status(self.core, census)
         return Answer(page.encode("utf-8"), _HTML, headers={"Cache-Control": "no-cache"})
+
+
+@implementer(IPushProducer)
+class _Drain:
+    """
+    Holds a request's ``finish()`` back until the transport has taken its
+    body.
+
+    twisted.web answers the next pipelined request as soon as one is
+    finished, even while the client reads nothing; a client that sends a
+    packet of ``GET /hostlist`` requests and never reads would make the
+    server hold every answer.  While the channel says the transport's
+    buffer is full, this producer keeps the request open, so a connection
+    holds at most one answer in memory.
+    """
+
+    def __init__(self, request: Request, gone: list[Failure]) -> None:
+        self.request = request
+        self.gone = gone
+        self.paused = False
+        self.written = False
+        self.finished = False
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        if self.written:
+            self.finish()
+
+    def stopProducing(self) -> None:
+        self.finished = True  # the connection is going away
+
+    def finish(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        if self.gone or self.request.channel is None:
+            return  # the client left; the request is over
+        self.request.unregisterProducer()
+        if not self.request.finished:
+            self.request.finish()
+
+
+def _write_then_finish(request: Request, body: bytes, gone: list[Failure]) -> None:
+    drain = _Drain(request, gone)
+    request.registerProducer(drain, True)
+    request.write(body)
+    drain.written = True
+    # The channel pauses its request producer when the buffer fills; one
+    # that was full before this answer started says so only in its state.
+    if not drain.paused and not getattr(request.channel, "_waitingForTransport", False):
+        drain.finish()
 
 
 def _label_json(row: LabelInfo) -> dict[str, object]:

@@ -204,8 +204,14 @@ class _Body(Protocol):
         if self._stopped:
             return
         self._stopped = True
-        if reason.check(ResponseDone, PotentialDataLoss):
+        if reason.check(ResponseDone):
             self.done.callback(b"".join(self.chunks))
+        elif reason.check(PotentialDataLoss):
+            # An answer without a length, ended by a close: it may be cut
+            # short, and a cut entry line can still parse (a wrong port).
+            self.done.errback(
+                BadResponse("an HTTP answer without a length (it may be cut short)")
+            )
         else:
             self.done.errback(reason)
 

@@ -292,7 +292,8 @@ def _restore(row: object) -> ServerRecord | None:
             return None
     if values.get("dialect") not in _DIALECTS:
         return None
-    if values.get("scheme", "halp") not in SERVER_LABELS:
+    scheme = values.get("scheme", "halp")
+    if not isinstance(scheme, str) or scheme not in SERVER_LABELS:
         return None
     return ServerRecord(**values)
 
@@ -404,7 +405,7 @@ class ServerTable:
                 continue
             host, port, until = row.get("host"), row.get("port"), row.get("until")
             scheme = row.get("scheme", "halp")
-            if scheme not in SERVER_LABELS:
+            if not isinstance(scheme, str) or scheme not in SERVER_LABELS:
                 continue
             if not (isinstance(host, str) and _is_count(port) and isinstance(until, int)):
                 continue

@@ -402,6 +402,26 @@ class GarbageTests(HTTPClientTestCase):
         self.assertGarbage(page, "302", "text/html")
         self.assertNotIn(other, self.network.attempts)
 
+    def test_answer_without_a_length_is_not_trusted(self) -> None:
+        """An answer ended by a close may be cut short: it is not used."""
+
+        class Cut(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                assert self.transport is not None
+                self.transport.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                    b"Connection: close\r\n\r\n%d 198.51.100.1 68" % (NOW - 10)
+                )
+                self.transport.loseConnection()
+
+        self.network.listen(WEB, Factory.forProtocol(Cut))
+        self.line(LINE, entry(10, 1))
+        client = self.client(WEB, LINE, queries=1)
+        peers = self.done(client.lookup("app"))
+        self.assertEqual(list(peers), [entry(10, 1)])
+        self.assertIsInstance(peers.results[0].error, BadResponse)
+        self.assertIn("without a length", str(peers.results[0].error))
+
     def test_not_found_page(self) -> None:
         """A web server without the HALP API answers 404 with HTML."""
         self.assertGarbage(Resource(), "404", "text/html")

@@ -16,6 +16,7 @@ from hypothesis import given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from halp.client.servers import (
+    Listed,
     BACKOFF_BASE,
     BACKOFF_CAP,
     BAN_TIME,
@@ -1276,6 +1277,28 @@ class FederationTableTests(SynchronousTestCase):
         )
         # A loaded ban keeps the server out.
         self.assertEqual(later.learn([entry(addr(2), NOW + 20)], NOW + 20), ([], []))
+
+    def test_damaged_schemes_are_skipped(self) -> None:
+        good = {"host": "192.0.2.4", "port": 7100, "scheme": "http"}
+        document = json.dumps(
+            {
+                "servers": [
+                    {"host": "192.0.2.2", "port": 7100, "scheme": ["x"]},
+                    {"host": "192.0.2.3", "port": 7100, "scheme": "gopher"},
+                    good,
+                ],
+                "banned": [
+                    {"host": "192.0.2.5", "port": 7100, "scheme": {}, "until": NOW + 10},
+                ],
+            }
+        )
+        table = ServerTable()
+        listed = [Listed(ServerAddress(f"192.0.2.{n}", 7100, "http"), NOW) for n in (2, 3, 4)]
+        table.load(document, listed, NOW)
+        self.assertEqual(table.banned(NOW), {})
+        record = table.get(ServerAddress("192.0.2.4", 7100, "http"))
+        assert record is not None
+        self.assertEqual(record.scheme, "http")
 
     def test_damaged_bans(self) -> None:
         """Rows that are not bans are skipped; the rest of the document is kept."""

@@ -274,6 +274,37 @@ class MakeServiceTests(SynchronousTestCase):
         listener.on_listening(MemoryReactor().listenTCP(8443, listener.factory))
         self.assertEqual(federation.core.http_urls, ["https://192.0.2.7:8443/"])
 
+    def test_unix_and_loopback_faces_are_not_announced_at_the_public_host(self) -> None:
+        from twisted.internet.address import IPv4Address, UNIXAddress
+
+        class Listening:
+            def __init__(self, address: object) -> None:
+                self.address = address
+
+            def getHost(self) -> object:
+                return self.address
+
+        for description, address in [
+            ("unix:/run/halp.sock", UNIXAddress(b"/run/halp.sock")),
+            ("tcp:8080:interface=127.0.0.1", IPv4Address("TCP", "127.0.0.1", 8080)),
+        ]:
+            options = parse(
+                "--store", "memory", "--public-address", "192.0.2.7:7100",
+                "--http", description,
+            )
+            services = list(IServiceCollection(makeService(options)))
+            (listener,) = [s for s in services if isinstance(s, ListenerService) and s.what == "HTTP"]
+            assert listener.on_listening is not None
+            events = EventLoggingObserver()
+            globalLogPublisher.addObserver(events)
+            self.addCleanup(globalLogPublisher.removeObserver, events)
+            listener.on_listening(Listening(address))  # type: ignore[arg-type]
+            (federation,) = [s for s in services if isinstance(s, Federation)]
+            self.assertEqual(federation.core.http_urls, [], description)
+            self.assertTrue(
+                any("--public-http" in e.get("log_format", "") for e in events), description
+            )
+
     def test_public_http_is_announced_as_given(self) -> None:
         options = parse(
             "--store", "memory", "--public-address", "192.0.2.7:7100",

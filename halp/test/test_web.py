@@ -24,10 +24,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IConsumer, IStreamClientEndpoint
+from twisted.internet.interfaces import IConsumer, IProtocol, IStreamClientEndpoint
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver, StringTransport
 from twisted.logger import globalLogPublisher
+from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http import datetimeToString
@@ -52,6 +53,7 @@ from halp.web import (
     HOSTLIST_MIN_AGE,
     MAX_BODY,
     STATUS_LABELS,
+    HALPResource,
     HALPSite,
     make_site,
 )
@@ -626,11 +628,14 @@ class ConditionalTests(WebTestCase):
         self.assertEqual(reply.header("Last-Modified"), http_date(NOW - 10))
 
     def test_if_modified_since(self) -> None:
-        for since in (NOW - 10, NOW - 5, NOW + 3600):
+        for since in (NOW - 10, NOW - 5, NOW):
             self.assertNotModified(self.get("/v1/labels/myapp", If_Modified_Since=http_date(since)))
-        reply = self.get("/v1/labels/myapp", If_Modified_Since=http_date(NOW - 11))
-        self.assertEqual(reply.code, 200)
-        self.assertEqual(reply.body, self.first.body)
+        for since in (NOW - 11, NOW + 1, NOW + 3600):
+            # Older than the newest entry; or later than the server's
+            # clock, which is invalid (RFC 9110, 13.1.3) and ignored.
+            reply = self.get("/v1/labels/myapp", If_Modified_Since=http_date(since))
+            self.assertEqual(reply.code, 200, since)
+            self.assertEqual(reply.body, self.first.body)
 
     def test_if_modified_since_after_a_newer_entry(self) -> None:
         since = http_date(NOW - 10)
@@ -1471,6 +1476,73 @@ class RoutingTests(WebTestCase):
 # -- /hostlist -----------------------------------------------------------------
 
 
+class FullBuffer(StringTransport):
+    """
+    A transport whose send buffer is full past ``limit`` bytes until
+    :meth:`drain`, as a socket whose reader does not read: it pauses its
+    producer (the HTTP channel) the way Twisted's TCP transport does.
+    """
+
+    limit = 4096
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.full = False
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        if not self.full and len(self.value()) > self.limit and self.producer is not None:
+            self.full = True
+            self.producer.pauseProducing()
+
+    def drain(self) -> bytes:
+        taken: bytes = self.value()
+        self.clear()
+        if self.full and self.producer is not None:
+            self.full = False
+            self.producer.resumeProducing()
+        return taken
+
+
+class BackpressureTests(WebTestCase):
+    """A client that pipelines requests and reads nothing holds one answer."""
+
+    def connect(self) -> tuple[FullBuffer, IProtocol]:
+        transport = FullBuffer(peerAddress=IPv4Address("TCP", "198.51.100.7", 50000))
+        protocol = self.site.buildProtocol(transport.getPeer())
+        assert protocol is not None
+        protocol.makeConnection(transport)
+        return transport, protocol
+
+    def test_pipelined_answers_wait_for_the_reader(self) -> None:
+        hosts = [Entry(NOW - i, f"10.0.{i // 256}.{i % 256}", 7100) for i in range(1000)]
+        self.successResultOf(insert_entries(self.store, ["big"], hosts, 1000))
+        transport, protocol = self.connect()
+        protocol.dataReceived(b"GET /hostlist HTTP/1.1\r\nHost: x\r\n\r\n" * 50)
+        # One answer is in the buffer; the 49 others wait for the reader.
+        first = transport.drain()
+        self.assertEqual(first.count(b"HTTP/1.1 200 OK"), 1)
+        self.assertGreater(len(first), 20_000)
+        for _ in range(49):
+            self.assertEqual(transport.drain().count(b"HTTP/1.1 200 OK"), 1)
+        self.assertEqual(transport.drain(), b"")
+        self.assertEqual(self.core.traffic.requests[("http", "hostlist", "ok")], 50)
+
+    def test_small_answers_are_not_held(self) -> None:
+        transport, protocol = self.connect()
+        protocol.dataReceived(b"GET /v1/hello HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
+        self.assertEqual(transport.value().count(b"HTTP/1.1 200 OK"), 3)
+
+    def test_a_client_that_leaves_while_held(self) -> None:
+        self.insert("a", *[Entry(NOW - i, f"10.1.{i // 256}.{i % 256}", 1) for i in range(500)])
+        transport, protocol = self.connect()
+        protocol.dataReceived(b"GET /hostlist HTTP/1.1\r\nHost: x\r\n\r\n" * 2)
+        self.assertTrue(transport.full)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        transport.drain()
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+
 class HostlistTests(WebTestCase):
     def fill(self) -> None:
         self.insert("a", entry(10, "192.0.2.1", 1), entry(20, "192.0.2.2", 2))
@@ -1576,6 +1648,42 @@ class HostlistTests(WebTestCase):
         self.assertEqual(reply.header("HALP-Truncated"), "yes")
         self.assertNotIn(b"192.0.2.9", reply.body)
         self.assertEqual(reply.header("Last-Modified"), datetimeToString(NOW - 100).decode("ascii"))
+
+    def test_concurrent_requests_share_one_build(self) -> None:
+        self.insert("a", entry(10, "192.0.2.1", 1))
+        held: list[Deferred[list[LabelInfo]]] = []
+        real = self.store.list_labels
+
+        rows: list[list[LabelInfo]] = []
+
+        def slow(parent: str, start: int, stop: int, since: int) -> Deferred[list[LabelInfo]]:
+            d: Deferred[list[LabelInfo]] = Deferred()
+            held.append(d)
+            rows.append(self.successResultOf(real(parent, start, stop, since)))
+            return d
+
+        self.store.list_labels = slow  # type: ignore[method-assign]
+        pending = [self.client.get(BASE + "/hostlist") for _ in range(5)]
+        self.network.flush()
+        # Five requests, one walk of the label index.
+        self.assertEqual(len(held), 1)
+        while held:
+            held.pop(0).callback(rows.pop(0))
+            self.network.flush()
+        for response in pending:
+            self.assertEqual(self.successResultOf(response).code, 200)
+
+    def test_label_lists_do_not_push_out_the_full_list(self) -> None:
+        self.insert("a", entry(10, "192.0.2.1", 1))
+        full = self.get("/hostlist")
+        for i in range(100):
+            self.get(f"/hostlist?label=x{i}")
+        resource = self.site.resource
+        assert isinstance(resource, HALPResource)
+        self.assertLessEqual(len(resource._hostlists), 65)
+        self.insert("a", entry(1, "192.0.2.2", 2))
+        # Still within its minimum age: the full list was kept, not rebuilt.
+        self.assertEqual(self.get("/hostlist").body, full.body)
 
     def test_built_at_most_every_min_age(self) -> None:
         self.insert("a", entry(10, "192.0.2.1", 1))
