@@ -24,7 +24,7 @@ from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 
 from halp import __version__
-from halp.client.client import HALPClient, PeerList, ServerResult
+from halp.client.client import HALPClient, PeerList, ServerResult, unreached
 from halp.client.client import open_cache as client_cache
 from halp.client.servers import ServerAddress, ServerRecord, parse_server
 from halp.error import HALPError, NoServerAvailable, ProtocolError, StoreError
@@ -263,9 +263,7 @@ def _unreached(results: Sequence[ServerResult], known: int) -> str:
         )
     if not results:
         return "no HALP server could be asked in time"
-    details = "; ".join(r.describe() for r in results[:3])
-    more = f" (and {len(results) - 3} more)" if len(results) > 3 else ""
-    return f"no HALP server could be reached: {details}{more}"
+    return unreached(results)
 
 
 # -- the commands ------------------------------------------------------------

@@ -57,7 +57,7 @@ from halp.wire import (
     summarize,
 )
 
-__all__ = ["HALPServerFactory", "HALPServerProtocol", "describe_address"]
+__all__ = ["HALPServerFactory", "HALPServerProtocol", "address_host", "describe_address"]
 
 
 #: The kind of each request, as metrics count them.
@@ -93,7 +93,12 @@ def describe_address(address: IAddress) -> str:
     return f"{host}:{port}"
 
 
-def _source(address: IAddress) -> str:
+def address_host(address: object) -> str:
+    """
+    The canonical host of a connection's TCP address, as an entry's
+    source; ``""`` for one that has none (a UNIX socket, a scoped IPv6
+    address).
+    """
     host = getattr(address, "host", None)
     if not isinstance(host, str):
         return ""
@@ -159,7 +164,7 @@ class HALPServerProtocol(Protocol):
         self._decoder = RequestDecoder(factory.core.limits)
         address = self.transport.getPeer()
         self.peer = describe_address(address)
-        self.peer_host = _source(address)
+        self.peer_host = address_host(address)
         self.transport.registerProducer(self, True)
         factory.connection_opened(self)
         self._reset_idle()

@@ -43,7 +43,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 from zope.interface import implementer
 
 from halp import __version__
-from halp.core import HALPCore, Refused, Stored
+from halp.core import HALPCore, Page, Refused, Stored
 from halp.error import ErrorCode, ProtocolError, StoreError
 from halp.model import (
     Census,
@@ -57,6 +57,7 @@ from halp.model import (
     check_port,
     check_timestamp,
 )
+from halp.server import address_host, describe_address
 from halp.stats import COUNTERS, OK_RESULTS
 from halp.wire import format_entry, format_field
 
@@ -144,8 +145,11 @@ class Answer:
     content_type: str
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
-    #: What the request counts as in metrics (``ok``, or ``not-modified``).
+    #: What the request counts as in metrics (``ok``, ``not-modified``, or
+    #: the error code).
     result: str = "ok"
+    #: For an error, its message, for the status page.
+    message: str = ""
 
 
 def _json(value: object) -> bytes:
@@ -386,15 +390,11 @@ class HALPResource(Resource):
 
     def _error(self, e: HTTPError) -> Answer:
         body = {"error": e.code, "message": e.message, **e.extra}
-        return Answer(_json(body), _JSON, e.status, dict(e.headers), result=e.code)
+        return Answer(
+            _json(body), _JSON, e.status, dict(e.headers), result=e.code, message=e.message
+        )
 
     def _record(self, request: Request, job: _Job, answer: Answer) -> None:
-        message = ""
-        if answer.result not in OK_RESULTS:
-            try:
-                message = str(json.loads(answer.body).get("message", ""))
-            except (ValueError, AttributeError):
-                message = ""
         self.core.traffic.record(
             "http",
             job.kind,
@@ -402,7 +402,7 @@ class HALPResource(Resource):
             when=self.core.now(),
             peer=_client_host(request),
             request=job.summary,
-            message=message,
+            message=answer.message,
         )
 
     def _crashed(self, failure: Failure, request: Request) -> None:
@@ -433,21 +433,39 @@ class HALPResource(Resource):
         limit = _number(request, "limit", limits.default_slice, 1)
         text = _wants_text(request)
         page = await self.core.get(label, Window(offset, offset + limit))
+        return self._page(
+            request,
+            page,
+            text,
+            b"".join(format_entry(e) for e in page.items),
+            {"label": label, "offset": offset, "limit": min(limit, limits.max_slice)},
+            "entries",
+            [_entry_json(e) for e in page.items],
+        )
+
+    def _page(
+        self,
+        request: Request,
+        page: Page[Entry] | Page[LabelInfo],
+        text: bool,
+        lines: bytes,
+        document: dict[str, object],
+        key: str,
+        rows: list[dict[str, object]],
+    ) -> Answer:
+        """
+        A window of a newest-first list: ``lines`` as text, or ``document``
+        with ``capped`` and the ``rows`` under ``key`` as JSON; cacheable,
+        dated by its newest row.
+        """
         headers = {"Vary": "Accept"}
         if page.capped:
-            headers["HALP-Capped-At"] = str(limits.max_slice)
+            headers["HALP-Capped-At"] = str(self.core.limits.max_slice)
         if text:
-            body = b"".join(format_entry(e) for e in page.items)
-            answer = Answer(body, _TEXT, headers=headers)
+            answer = Answer(lines, _TEXT, headers=headers)
         else:
-            document = {
-                "label": label,
-                "offset": offset,
-                "limit": min(limit, limits.max_slice),
-                "capped": page.capped,
-                "entries": [_entry_json(e) for e in page.items],
-            }
-            answer = Answer(_json(document), _JSON, headers=headers)
+            body = _json({**document, "capped": page.capped, key: rows})
+            answer = Answer(body, _JSON, headers=headers)
         newest = page.items[0].timestamp if page.items else None
         return conditional(request, answer, newest, LIST_MAX_AGE, self.core.now())
 
@@ -506,24 +524,17 @@ class HALPResource(Resource):
             prefix = check_label(prefix)
         offset = _number(request, "offset", 0, 0)
         limit = _number(request, "limit", limits.max_slice, 1)
+        text = _wants_text(request)
         page = await self.core.list_labels(prefix, Window(offset, offset + limit))
-        headers = {"Vary": "Accept"}
-        if page.capped:
-            headers["HALP-Capped-At"] = str(limits.max_slice)
-        if _wants_text(request):
-            body = "".join(f"{row.timestamp} {row.name}\n" for row in page.items).encode("ascii")
-            answer = Answer(body, _TEXT, headers=headers)
-        else:
-            document = {
-                "prefix": prefix,
-                "offset": offset,
-                "limit": min(limit, limits.max_slice),
-                "capped": page.capped,
-                "labels": [_label_json(row) for row in page.items],
-            }
-            answer = Answer(_json(document), _JSON, headers=headers)
-        newest = page.items[0].timestamp if page.items else None
-        return conditional(request, answer, newest, LIST_MAX_AGE, self.core.now())
+        return self._page(
+            request,
+            page,
+            text,
+            "".join(f"{row.timestamp} {row.name}\n" for row in page.items).encode("ascii"),
+            {"prefix": prefix, "offset": offset, "limit": min(limit, limits.max_slice)},
+            "labels",
+            [_label_json(row) for row in page.items],
+        )
 
     # -- /v1/hello, /v1/stats, /v1/peers -------------------------------------
 
@@ -732,18 +743,7 @@ def _label_json(row: LabelInfo) -> dict[str, object]:
 
 
 def _client_host(request: Request) -> str:
-    return _host_of(request.getClientAddress())
-
-
-def _host_of(address: object) -> str:
-    """The canonical host of a TCP address, or ``""``."""
-    host = getattr(address, "host", None)
-    if not isinstance(host, str):
-        return ""
-    try:
-        return check_host(host)
-    except ProtocolError:
-        return ""
+    return address_host(request.getClientAddress())
 
 
 def _parse_entry(item: object, now: int) -> Entry | RejectedEntry:
@@ -1057,7 +1057,7 @@ class _Channel(http.HTTPChannel):
             "insert",
             "too-large",
             when=core.now(),
-            peer=_host_of(transport.getPeer()),
+            peer=address_host(transport.getPeer()),
             request="(request body too large)",
             message=f"over {MAX_BODY} bytes",
         )
@@ -1091,10 +1091,9 @@ class HALPSite(Site):
     def log(self, request: http.Request) -> None:
         if not self.log_requests:
             return
-        address = request.getClientAddress()
         self._log.info(
             "{peer} {method} {uri} -> {code}",
-            peer=f"{getattr(address, 'host', '?')}:{getattr(address, 'port', '?')}",
+            peer=describe_address(request.getClientAddress()),
             method=request.method.decode("ascii", "replace"),
             uri=request.uri.decode("ascii", "replace")[:200],
             code=request.code,

@@ -953,7 +953,7 @@ class HALPClient:
             if result.ok:
                 return ServerStats(result.server, fields[result.server])
         raise NoServerAvailable(
-            _unreached_text(results) if results else "no HALP server known"
+            unreached(results) if results else "no HALP server known"
         )
 
 
@@ -969,7 +969,8 @@ async def _quiet(d: Deferred[Any]) -> None:
     await waiter
 
 
-def _unreached_text(results: Sequence[ServerResult]) -> str:
+def unreached(results: Sequence[ServerResult]) -> str:
+    """One line on why none of the servers asked answered."""
     details = "; ".join(r.describe() for r in results[:3])
     more = f" (and {len(results) - 3} more)" if len(results) > 3 else ""
     return f"no HALP server could be reached: {details}{more}"
