@@ -16,7 +16,7 @@ from zope.interface import Attribute, Interface
 
 from halp.model import Census, Change, ChangePage, Entry, LabelInfo, Merged
 
-__all__ = ["IHostStore"]
+__all__ = ["IConnectedStore", "IHostStore"]
 
 
 class IHostStore(Interface):
@@ -168,4 +168,20 @@ class IHostStore(Interface):
 
         :return: a Deferred firing when every acknowledged write is durable
             and the store is closed.
+        """
+
+
+class IConnectedStore(Interface):
+    """
+    A store that works over a connection to a server (Redis), as opposed to
+    a file or memory: it connects when started, and answers operations with
+    :class:`halp.error.StoreError` while that server is out of reach.
+    """
+
+    def start() -> None:
+        """
+        Begin connecting now rather than on first use, so that problems
+        (an unreachable server, a wrong password, data kept nowhere on
+        disk) are logged when the HALP server starts.  Called by
+        ``twistd halp`` once it is running (after any fork); idempotent.
         """

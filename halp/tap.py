@@ -32,7 +32,7 @@ from halp.client.servers import ServerAddress, parse_server
 from halp.core import HALPCore
 from halp.error import StoreError
 from halp.federation import SYNC_INTERVAL, TEST_INTERVAL, Federation
-from halp.interfaces import IHostStore
+from halp.interfaces import IConnectedStore, IHostStore
 from halp.model import Limits
 from halp.server import HALPServerFactory, describe_address
 from halp.store import DEFAULT_STORE, StoreSpec, check_store, make_store, parse_store_spec
@@ -169,8 +169,10 @@ class Options(usage.Options):
             "store",
             None,
             DEFAULT_STORE,
-            "Where entries live: 'memory', or 'sqlite:PATH' "
-            "(optionally '?synchronous=normal').",
+            "Where entries live: 'memory', 'sqlite:PATH' "
+            "(optionally '?synchronous=normal'), or "
+            "'redis://[:PASSWORD@]HOST:PORT/DB[?prefix=halp:]' (rediss:// for TLS), "
+            "shared by every HALP process that names it.",
         ],
         [
             "max-entries",
@@ -339,6 +341,8 @@ class StoreService(Service):
         except StoreError as e:
             raise SystemExit(f"twistd halp: --store: {e}") from None
         super().startService()
+        if IConnectedStore.providedBy(self.store):
+            self.store.start()
 
     def stopService(self) -> Deferred[None]:
         super().stopService()

@@ -7,6 +7,11 @@ Store backends and the ``--store`` specification that selects one.
 ``sqlite:PATH[?synchronous=full|normal]``
     :class:`~halp.store.sqlite.SQLiteStore` on ``PATH`` (created if missing).
     ``sqlite`` alone means ``sqlite:halp.sqlite3`` in the working directory.
+``redis://[[USER]:PASSWORD@]HOST[:PORT][/DB][?prefix=P&password=W&timeout=S]``
+    :class:`~halp.store.redis.RedisStore`, shared by every HALP process
+    that names the same Redis and prefix; ``rediss://`` for TLS (with
+    ``&ca=PEM`` to trust a private CA).  Needs ``txredisapi``
+    (``pip install 'halp[redis]'``).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Sequence
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads
 
+from halp.error import StoreError
 from halp.interfaces import IHostStore
 from halp.model import Change, Entry, Merged
 
@@ -44,7 +50,9 @@ class StoreSpec:
     options: dict[str, str] = field(default_factory=dict)
 
     def describe(self) -> str:
-        """The spec as an operator would write it."""
+        """The spec as an operator would write it (without any password)."""
+        if self.kind == "redis":
+            return self.path
         return f"{self.kind}:{self.path}" if self.path else self.kind
 
 
@@ -55,6 +63,11 @@ def parse_store_spec(spec: str) -> StoreSpec:
     :raises ValueError: with a one-line explanation.
     """
     kind, sep, rest = spec.partition(":")
+    if kind in ("redis", "rediss"):
+        from halp.store.redis import parse_redis_url
+
+        url = parse_redis_url(spec)
+        return StoreSpec("redis", url.describe(), {"url": spec})
     if kind == "memory" and not rest:
         return StoreSpec("memory")
     if kind == "sqlite":
@@ -72,7 +85,7 @@ def parse_store_spec(spec: str) -> StoreSpec:
             raise ValueError("synchronous must be 'full' or 'normal'")
         return StoreSpec("sqlite", path, {"synchronous": synchronous})
     raise ValueError(
-        f"unknown store {spec!r}: use 'memory' or 'sqlite:PATH'"
+        f"unknown store {spec!r}: use 'memory', 'sqlite:PATH' or 'redis://HOST:PORT/DB'"
     )
 
 
@@ -87,6 +100,13 @@ def check_store(spec: StoreSpec) -> None:
         from halp.store.sqlite import open_database
 
         open_database(spec.path, spec.options["synchronous"]).close()
+    elif spec.kind == "redis":
+        try:
+            import txredisapi  # noqa: F401
+        except ImportError:
+            raise StoreError(
+                "the Redis store needs txredisapi: pip install 'halp[redis]'"
+            ) from None
 
 
 def make_store(spec: StoreSpec, reactor: IReactorFromThreads) -> IHostStore:
@@ -95,6 +115,10 @@ def make_store(spec: StoreSpec, reactor: IReactorFromThreads) -> IHostStore:
         from halp.store.memory import MemoryStore
 
         return MemoryStore()
+    if spec.kind == "redis":
+        from halp.store.redis import RedisStore, parse_redis_url
+
+        return RedisStore(reactor, parse_redis_url(spec.options["url"]))
     from halp.store.sqlite import SQLiteStore
 
     return SQLiteStore(reactor, spec.path, spec.options["synchronous"])

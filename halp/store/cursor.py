@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["make_cursor", "parse_cursor"]
+__all__ = ["make_cursor", "parse_cursor", "split_cursor"]
 
 _CURSOR = re.compile(r"([0-9a-f]{1,32}):([0-9]{1,18})\Z")
 
@@ -24,13 +24,22 @@ def make_cursor(epoch: str, seq: int) -> str:
     return f"{epoch}:{seq}"
 
 
+def split_cursor(cursor: str) -> tuple[str, int]:
+    """
+    The numbering and change number of ``cursor``; ``("", 0)`` for ``""``,
+    ``"0"`` or anything that is not a cursor.
+    """
+    match = _CURSOR.match(cursor)
+    if match is None:
+        return ("", 0)
+    return (match.group(1), int(match.group(2)))
+
+
 def parse_cursor(cursor: str, epoch: str) -> int:
     """
     The change number after which ``cursor`` continues in numbering
     ``epoch``: 0 (the beginning) for ``""``, ``"0"``, a cursor of another
     numbering, or anything that is not a cursor.
     """
-    match = _CURSOR.match(cursor)
-    if match is None or match.group(1) != epoch:
-        return 0
-    return int(match.group(2))
+    theirs, seq = split_cursor(cursor)
+    return seq if theirs == epoch else 0

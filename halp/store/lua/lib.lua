@@ -1,0 +1,48 @@
+-- Shared by every HALP script (prepended to each one).  See halp/store/redis.py
+-- for the key layout.  KEYS = {meta, feed, ix, low}; ARGV[1] = the key prefix
+-- (hash tag included), so that every key a script touches shares one slot.
+local P = ARGV[1]
+local META, FEED, IX, LOW = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+
+-- A whole number as Redis should receive it ("%d", never "1e+14").
+local function num(x)
+  return string.format('%d', x)
+end
+
+-- The label above NAME, or '' for a top-level label.
+local function parent(name)
+  return string.match(name, '^(.*)/[^/]*$') or ''
+end
+
+-- Record in LOW the oldest confirmed time still held by LABEL (or drop it).
+local function set_low(label)
+  local last = redis.call('ZRANGE', P .. 'e:' .. label, -1, -1, 'WITHSCORES')
+  if #last == 0 then
+    redis.call('ZREM', LOW, label)
+  else
+    redis.call('ZADD', LOW, num(-tonumber(last[2])), label)
+  end
+end
+
+-- Forget one entry of LABEL everywhere (entries, provenance, change feed).
+local function drop(label, member)
+  redis.call('HDEL', P .. 'd:' .. label, member)
+  redis.call('ZREM', FEED, label .. '\n' .. member)
+end
+
+-- Move the index time of LABEL and of each label above it forward to WHEN.
+local function touch(label, when)
+  local name = label
+  while true do
+    local current = redis.call('ZSCORE', IX, name)
+    if not current or -tonumber(current) < when then
+      redis.call('ZADD', P .. 'i:' .. parent(name), num(-when), name)
+      redis.call('ZADD', IX, num(-when), name)
+    end
+    local above = string.match(name, '^(.*)/[^/]*$')
+    if not above then
+      return
+    end
+    name = above
+  end
+end

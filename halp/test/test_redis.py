@@ -1,0 +1,372 @@
+"""
+The Redis store, against a real ``redis-server`` (see
+:mod:`halp.test.redis_server`): the store contract unchanged, its URL, its
+keys, and what it does while Redis is away, slow, or keeps nothing on disk.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import os
+from typing import Any, Generator
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from halp.error import StoreError
+from halp.interfaces import IConnectedStore, IHostStore
+from halp.model import Change, Entry, LabelInfo
+from halp.store import insert_entries, parse_store_spec
+from halp.store.redis import (
+    RedisStore,
+    RedisURL,
+    parse_redis_url,
+    persistence_warnings,
+)
+from halp.test.redis_server import RedisServer, require_redis
+from halp.test.test_store import StoreContractMixin
+
+Gen = Generator[Deferred[Any], Any, None]
+
+_shared: RedisServer | None = None
+_ids = itertools.count()
+
+
+def shared_redis() -> RedisServer:
+    """One redis-server for the contract suite; each store gets its own prefix."""
+    global _shared
+    if _shared is None or _shared.process is None or _shared.process.poll() is not None:
+        _shared = RedisServer().start()
+        atexit.register(_shared.close)
+    return _shared
+
+
+def fresh_url(server: RedisServer, **query: str) -> RedisURL:
+    options = {"prefix": f"t{os.getpid()}-{next(_ids)}:", **query}
+    return parse_redis_url(server.url + "?" + "&".join(f"{k}={v}" for k, v in options.items()))
+
+
+class RedisStoreTests(StoreContractMixin, TestCase):
+    """The store contract, unchanged, on a real redis-server."""
+
+    def make_store(self) -> IHostStore:
+        return RedisStore(reactor, fresh_url(shared_redis()))
+
+
+class URLTests(SynchronousTestCase):
+    def test_defaults(self) -> None:
+        url = parse_redis_url("redis://localhost")
+        self.assertEqual(
+            (url.host, url.port, url.db, url.tls, url.password, url.prefix),
+            ("localhost", 6379, 0, False, None, "halp:"),
+        )
+        self.assertEqual(url.key_prefix, "halp:{halp}:")
+
+    def test_everything(self) -> None:
+        url = parse_redis_url(
+            "rediss://app:s%40cret@[2001:db8::1]:6380/3?prefix=prod:&timeout=1.5&ca=/etc/ca.pem"
+        )
+        self.assertEqual(
+            url,
+            RedisURL(
+                host="2001:db8::1",
+                port=6380,
+                db=3,
+                tls=True,
+                username="app",
+                password="s@cret",
+                prefix="prod:",
+                timeout=1.5,
+                ca="/etc/ca.pem",
+            ),
+        )
+        self.assertEqual(url.key_prefix, "prod:{prod}:")
+
+    def test_password_forms(self) -> None:
+        self.assertEqual(parse_redis_url("redis://:pw@h/0").password, "pw")
+        self.assertEqual(parse_redis_url("redis://h/0?password=pw").password, "pw")
+        self.assertIsNone(parse_redis_url("redis://h/0").username)
+
+    def test_empty_prefix_still_has_a_hash_tag(self) -> None:
+        self.assertEqual(parse_redis_url("redis://h/0?prefix=").key_prefix, "{halp}:")
+
+    def test_describe_hides_the_password(self) -> None:
+        for text in ("redis://:hunter2@h:1/2", "redis://h:1/2?password=hunter2", "redis://u:hunter2@h:1/2"):
+            described = parse_redis_url(text).describe()
+            self.assertNotIn("hunter2", described)
+            self.assertIn("h:1/2", described)
+        spec = parse_store_spec("redis://:hunter2@h:1/2")
+        self.assertNotIn("hunter2", spec.describe())
+        self.assertEqual(spec.kind, "redis")
+
+    def test_errors_are_one_line_without_the_password(self) -> None:
+        for text, expected in [
+            ("redis://", "names no host"),
+            ("redis://h:99999/0", "bad Redis URL"),
+            ("redis://:hunter2@h:x/0", "bad Redis URL"),
+            ("redis://h/zero", "must be a number"),
+            ("redis://h/0?prefix=a{b}", "no braces"),
+            ("redis://h/0?prefix=" + "x" * 65, "up to 64"),
+            ("redis://h/0?timeout=soon", "timeout must be a number"),
+            ("redis://h/0?timeout=0", "between"),
+            ("redis://h/0?color=blue", "unknown Redis URL option 'color'"),
+            ("redis://h/0?ca=/x", "only applies to rediss"),
+            ("redis://h/0#top", "no #fragment"),
+            ("redis://user@h/0", "needs a password"),
+        ]:
+            with self.assertRaises(ValueError) as raised:
+                parse_store_spec(text)
+            message = str(raised.exception)
+            self.assertIn(expected, message, text)
+            self.assertNotIn("\n", message)
+            self.assertNotIn("hunter2", message)
+
+
+class PersistenceWarningTests(SynchronousTestCase):
+    def test_nothing_on_disk(self) -> None:
+        [warning] = persistence_warnings({"appendonly": "no", "save": ""})
+        self.assertIn("keeps nothing on disk", warning)
+
+    def test_snapshots_only(self) -> None:
+        [warning] = persistence_warnings({"appendonly": "no", "save": "3600 1"})
+        self.assertIn("only takes RDB snapshots", warning)
+
+    def test_aof_every_second(self) -> None:
+        [warning] = persistence_warnings({"appendonly": "yes", "appendfsync": "everysec", "save": ""})
+        self.assertIn("appendfsync everysec", warning)
+
+    def test_aof_always_is_quiet(self) -> None:
+        self.assertEqual(
+            persistence_warnings({"appendonly": "yes", "appendfsync": "always", "save": ""}), []
+        )
+
+
+class LogCatcher:
+    def __init__(self, case: TestCase) -> None:
+        self.events = EventLoggingObserver()
+        globalLogPublisher.addObserver(self.events)
+        case.addCleanup(globalLogPublisher.removeObserver, self.events)
+
+    def text(self) -> str:
+        return "\n".join(formatEvent(e) for e in self.events)
+
+
+class RedisClusterTests(StoreContractMixin, TestCase):
+    """
+    The store contract on a one-node Redis Cluster: every script's keys
+    share one hash slot (Redis refuses a script whose keys do not), and so
+    does every key the store writes.
+    """
+
+    server: RedisServer | None = None
+
+    def make_store(self) -> IHostStore:
+        server = RedisClusterTests.server
+        if server is None or server.process is None:
+            server = RedisClusterTests.server = RedisServer(
+                extra=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+            ).start()
+            atexit.register(server.close)
+            server.call("CLUSTER", "ADDSLOTSRANGE", "0", "16383")
+            server.wait_for(lambda: b"cluster_state:ok" in server.call("CLUSTER", "INFO"))
+        self.url = fresh_url(server)
+        return RedisStore(reactor, self.url)
+
+    def tearDown(self) -> None:
+        server = RedisClusterTests.server
+        assert server is not None
+        keys = [k for k in server.call("KEYS", self.url.prefix + "*").decode().split("\r\n") if k.startswith(self.url.prefix)]
+        slots = {server.call("CLUSTER", "KEYSLOT", k) for k in keys}
+        self.assertLessEqual(len(slots), 1, slots)
+        self.assertTrue(all(s.startswith(b":") for s in slots), slots)
+
+
+class RedisServerTests(TestCase):
+    """One store against its own redis-server: keys, logins, warnings."""
+
+    def start_redis(self, **kwargs: Any) -> RedisServer:
+        server = RedisServer(**kwargs).start()
+        self.addCleanup(server.close)
+        return server
+
+    def make(self, url: RedisURL, clock: Any = reactor) -> RedisStore:
+        store = RedisStore(reactor, url, clock=None if clock is reactor else clock)
+        self.addCleanup(store.close)
+        return store
+
+    def test_provides_its_interfaces(self) -> None:
+        store = RedisStore(reactor, parse_redis_url("redis://127.0.0.1:1/0"))
+        self.assertTrue(IConnectedStore.providedBy(store))
+        self.assertTrue(IHostStore.providedBy(store))
+
+    @inlineCallbacks
+    def test_keys_carry_the_prefix_and_one_hash_tag(self) -> Gen:
+        server = shared_redis()
+        url = fresh_url(server)
+        store = self.make(url)
+        yield insert_entries(store, ["app/v1"], [Entry(1000, "192.0.2.1", 7)], 10)
+        yield store.put_state("k", "v")
+        keys = server.call("KEYS", url.prefix + "*").decode().split("\r\n")
+        names = sorted(k for k in keys if k.startswith(url.prefix))
+        tag = url.key_prefix
+        self.assertEqual(
+            names,
+            sorted(
+                tag + k
+                for k in ("meta", "feed", "ix", "low", "state", "e:app/v1", "d:app/v1", "i:", "i:app")
+            ),
+        )
+
+    @inlineCallbacks
+    def test_prefixes_and_databases_are_separate(self) -> Gen:
+        server = shared_redis()
+        a = self.make(parse_redis_url(server.url + "?prefix=sep-a:"))
+        b = self.make(parse_redis_url(server.url + "?prefix=sep-b:"))
+        c = self.make(parse_redis_url(server.url.replace("/0", "/1") + "?prefix=sep-a:"))
+        for store in (a, b, c):
+            yield store.purge(10**12)
+        yield insert_entries(a, ["x"], [Entry(1, "192.0.2.1", 1)], 10)
+        yield insert_entries(b, ["x"], [Entry(2, "192.0.2.2", 2)], 10)
+        self.assertEqual((yield a.get("x", 0, 10, 0)), [Entry(1, "192.0.2.1", 1)])
+        self.assertEqual((yield b.get("x", 0, 10, 0)), [Entry(2, "192.0.2.2", 2)])
+        self.assertEqual((yield c.get("x", 0, 10, 0)), [])
+
+    @inlineCallbacks
+    def test_two_stores_on_one_prefix_share_everything(self) -> Gen:
+        """Two processes' stores: one data set, one change numbering."""
+        server = shared_redis()
+        url = fresh_url(server)
+        a, b = self.make(url), self.make(url)
+        yield a.merge([Change("x", Entry(1000, "192.0.2.1", 1))], 10)
+        yield b.merge([Change("x", Entry(2000, "192.0.2.2", 2))], 10)
+        yield a.put_state("k", "from a")
+        self.assertEqual(len((yield b.get("x", 0, 10, 0))), 2)
+        self.assertEqual((yield b.get_state("k")), "from a")
+        page = yield a.changes("", 10, 0)
+        self.assertEqual(len(page.changes), 2)
+        # A cursor from one process continues in the other.
+        yield a.merge([Change("x", Entry(3000, "192.0.2.3", 3))], 10)
+        later = yield b.changes(page.cursor, 10, 0)
+        self.assertEqual([c.entry.port for c in later.changes], [3])
+
+    @inlineCallbacks
+    def test_state_text_that_looks_like_a_number_stays_text(self) -> Gen:
+        store = self.make(fresh_url(shared_redis()))
+        yield store.put_state("k", "0012")
+        self.assertEqual((yield store.get_state("k")), "0012")
+
+    @inlineCallbacks
+    def test_purge_works_in_chunks(self) -> Gen:
+        from halp.store import redis as module
+
+        self.patch(module, "PURGE_CHUNK", 7)
+        store = self.make(fresh_url(shared_redis()))
+        entries = [Entry(100 + i, "192.0.2.1", i + 1) for i in range(30)]
+        yield insert_entries(store, ["a", "b/c"], entries, 100)
+        self.assertEqual((yield store.purge(120)), 40)
+        self.assertEqual(len((yield store.get("a", 0, 100, 0))), 10)
+        self.assertEqual((yield store.purge(10**6)), 20)
+        self.assertEqual((yield store.list_labels("", 0, 10, 0)), [])
+
+    @inlineCallbacks
+    def test_password(self) -> Gen:
+        server = self.start_redis(extra=["--requirepass", "s3cret"])
+        good = self.make(parse_redis_url(f"redis://:s3cret@127.0.0.1:{server.port}/2"))
+        yield insert_entries(good, ["a"], [Entry(1, "192.0.2.1", 1)], 10)
+        self.assertEqual(len((yield good.get("a", 0, 10, 0))), 1)
+        logs = LogCatcher(self)
+        bad = self.make(parse_redis_url(f"redis://:wrong@127.0.0.1:{server.port}/2"))
+        failure = yield self.assertFailure(bad.get("a", 0, 10, 0), StoreError)
+        self.assertIn("unreachable", str(failure))
+        self.assertIn("WRONGPASS", str(failure))
+        self.assertNotIn("wrong@", logs.text())
+        self.assertIn("Cannot use Redis at redis://***@127.0.0.1", logs.text())
+
+    @inlineCallbacks
+    def test_warns_when_redis_keeps_nothing_on_disk(self) -> Gen:
+        server = self.start_redis(persistence="none")
+        logs = LogCatcher(self)
+        store = self.make(parse_redis_url(server.url))
+        yield store.get("a", 0, 1, 0)
+        self.assertIn("keeps nothing on disk", logs.text())
+
+    @inlineCallbacks
+    def test_quiet_when_every_write_is_on_disk(self) -> Gen:
+        server = self.start_redis(persistence="aof")
+        logs = LogCatcher(self)
+        store = self.make(parse_redis_url(server.url))
+        yield store.get("a", 0, 1, 0)
+        self.assertIn("Using Redis", logs.text())
+        self.assertNotIn("on disk", logs.text())
+        self.assertNotIn("appendfsync", logs.text())
+
+    @inlineCallbacks
+    def test_nobody_listening_fails_at_once(self) -> Gen:
+        require_redis()
+        url = parse_redis_url(f"redis://127.0.0.1:{RedisServer().port}/0")
+        store = self.make(url)
+        failure = yield self.assertFailure(store.get("a", 0, 10, 0), StoreError)
+        self.assertIn("unreachable", str(failure))
+        # The next attempt is a backoff away: meanwhile, no waiting at all.
+        self.failureResultOf(store.get("a", 0, 10, 0), StoreError)
+
+    @inlineCallbacks
+    def test_killed_redis_fails_fast_and_comes_back(self) -> Gen:
+        server = self.start_redis()
+        clock = Clock()
+        store = self.make(parse_redis_url(server.url), clock)
+        yield insert_entries(store, ["a"], [Entry(1, "192.0.2.1", 1)], 10)
+        lost = store._protocol.whenDisconnected()
+        server.kill()
+        yield lost
+        # The store tried again at once, and Redis refused: the operation
+        # that waited for that attempt fails.
+        failure = yield self.assertFailure(
+            insert_entries(store, ["a"], [Entry(2, "192.0.2.2", 2)], 10), StoreError
+        )
+        self.assertIn("unreachable", str(failure))
+        # The next attempt is a backoff away (on the fake clock): until then
+        # every operation fails at once, nothing waits.
+        self.failureResultOf(store.get("a", 0, 10, 0), StoreError)
+        server.start()
+        for _ in range(20):
+            clock.advance(1.0)
+            if store._attempt is not None:
+                break
+        self.assertIsNotNone(store._attempt)
+        # An operation made during the attempt waits for it.
+        got = yield store.get("a", 0, 10, 0)
+        self.assertEqual(got, [Entry(1, "192.0.2.1", 1)])
+
+    @inlineCallbacks
+    def test_a_silent_redis_times_out_and_is_reconnected(self) -> Gen:
+        server = self.start_redis()
+        clock = Clock()
+        store = self.make(parse_redis_url(server.url + "?timeout=2"), clock)
+        yield store.get("a", 0, 10, 0)
+        server.pause()
+        self.addCleanup(server.resume)
+        pending = store.get("a", 0, 10, 0)
+        self.assertNoResult(pending)
+        clock.advance(2)
+        failure = self.failureResultOf(pending, StoreError)
+        self.assertIn("did not answer within 2.0 s", str(failure.value))
+        server.resume()
+        for _ in range(20):
+            clock.advance(1.0)
+            if store._attempt is not None or store._protocol is not None:
+                break
+        self.assertEqual((yield store.get("a", 0, 10, 0)), [])
+
+    @inlineCallbacks
+    def test_close_fails_later_operations(self) -> Gen:
+        store = RedisStore(reactor, fresh_url(shared_redis()))
+        yield store.get("a", 0, 1, 0)
+        yield store.close()
+        self.failureResultOf(store.get("a", 0, 1, 0), StoreError)
+        self.failureResultOf(store.merge([], 10), StoreError)
