@@ -1,0 +1,212 @@
+"""
+End to end: several real ``twistd halp --store redis://...`` processes on one
+real ``redis-server`` (started by the test in a temporary directory).
+
+They share one data set: an insert through one is served by the others;
+four processes inserting at once into one label never exceed its cap and
+never move a confirmed time backwards; and while Redis is gone they answer
+``error unavailable``, stay up, and serve again within seconds of its return.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from typing import Iterator
+
+import pytest
+
+from halp.test.redis_server import RedisServer
+from tests.halpserver import HALPServer, StartServer
+
+pytestmark = pytest.mark.e2e
+
+#: How long the servers may take to serve again once Redis is back.
+RECOVERY = 5.0
+
+
+def insert_block(labels: str, *entries: str) -> bytes:
+    return ("insert %s\n%s\n" % (labels, "".join(e + "\n" for e in entries))).encode("ascii")
+
+
+@pytest.fixture
+def redis() -> Iterator[RedisServer]:
+    server = RedisServer(persistence="aof").start()
+    yield server
+    server.close()
+
+
+def start_on(start_server: StartServer, redis: RedisServer, *args: str, prefix: str = "e2e:") -> HALPServer:
+    return start_server(
+        "--no-federation", *args, store=f"{redis.url}?prefix={prefix}&timeout=2"
+    )
+
+
+def served(server: HALPServer, label: str) -> dict[tuple[str, int], int]:
+    with server.connect() as c:
+        reply = c.reply(f"get {label}[0:100]\n".encode())
+    assert reply.status.startswith("ok "), reply
+    found = {}
+    for line in reply.lines:
+        ts, host, port = line.split()
+        found[(host, int(port))] = int(ts)
+    return found
+
+
+def test_an_insert_through_one_process_is_served_by_another(
+    start_server: StartServer, redis: RedisServer
+) -> None:
+    a = start_on(start_server, redis)
+    b = start_on(start_server, redis)
+    now = int(time.time())
+    with a.connect() as c:
+        assert c.reply(insert_block("myapp/v2", f"{now - 10} 198.51.100.7 6881")).status == (
+            "ok 1 stored 0 failed"
+        )
+    with b.connect() as c:
+        assert c.reply(b"get myapp/v2\n").lines == [f"{now - 10} 198.51.100.7 6881"]
+        assert c.reply(b"get labels\n").lines == [f"{now - 10} myapp"]
+    # The servers say where they keep their data, without any password.
+    assert "serving from the redis://127.0.0.1" in a.output()
+    assert "Using Redis 7" in a.output() or "Using Redis" in a.output()
+    # appendonly yes + appendfsync always: nothing to warn about.
+    assert "on disk" not in a.output()
+    # A restarted process finds everything again.
+    a.restart()
+    assert served(a, "myapp/v2") == {("198.51.100.7", 6881): now - 10}
+
+
+def test_four_processes_racing_on_one_label_keep_its_rules(
+    start_server: StartServer, redis: RedisServer
+) -> None:
+    """
+    Four processes insert into label ``capped`` (200 addresses, cap 50) and
+    label ``mono`` (40 addresses, never evicted) at once, from four clients,
+    while a fifth thread samples both labels through every process and
+    straight from Redis: ``capped`` never holds more than 50 entries, and no
+    confirmed time in ``mono`` ever goes backwards.  At the end, each entry
+    of ``mono`` holds the newest time any client had acknowledged for it.
+    """
+    cap = 50
+    servers = [start_on(start_server, redis, "--max-entries", str(cap)) for _ in range(4)]
+    now = int(time.time())
+    mono_hosts = [f"198.51.100.{i}" for i in range(1, 41)]
+    capped_hosts = [f"203.0.113.{i}" for i in range(1, 201)]
+    acknowledged: dict[tuple[str, int], int] = {}
+    lock = threading.Lock()
+    done = threading.Event()
+    errors: list[str] = []
+    samples = {"count": 0, "max_capped": 0}
+
+    def insert(index: int) -> None:
+        rng = random.Random(index)
+        try:
+            with servers[index].connect() as c:
+                for _ in range(150):
+                    mono = [
+                        (h, 7000, now - rng.randrange(3000)) for h in rng.sample(mono_hosts, 8)
+                    ]
+                    reply = c.reply(insert_block("mono", *(f"{ts} {h} {p}" for h, p, ts in mono)))
+                    if reply.status != "ok 8 stored 0 failed":
+                        errors.append(f"mono insert: {reply}")
+                        return
+                    for (h, p, ts), line in zip(mono, reply.lines):
+                        stored = int(line.split()[2])
+                        if stored < ts:
+                            errors.append(f"stored {stored} < sent {ts} for {h}")
+                        with lock:
+                            acknowledged[(h, p)] = max(acknowledged.get((h, p), 0), ts)
+                    capped = [f"{now - rng.randrange(3000)} {h} 7000" for h in rng.sample(capped_hosts, 10)]
+                    reply = c.reply(insert_block("capped", *capped))
+                    if not reply.status.startswith("ok "):
+                        errors.append(f"capped insert: {reply}")
+                        return
+        except AssertionError as e:
+            errors.append(f"inserter {index}: {e}")
+
+    def sample() -> None:
+        seen: dict[tuple[str, int], int] = {}
+        key = "e2e:{e2e}:e:capped"
+        try:
+            while not done.is_set():
+                for server in servers:
+                    for address, ts in served(server, "mono").items():
+                        if ts < seen.get(address, 0):
+                            errors.append(f"{address} went back from {seen[address]} to {ts}")
+                        seen[address] = ts
+                    count = len(served(server, "capped"))
+                    raw = redis.call("ZCARD", key)
+                    assert raw.startswith(b":"), raw
+                    samples["max_capped"] = max(samples["max_capped"], count, int(raw[1:]))
+                    samples["count"] += 1
+        except AssertionError as e:
+            errors.append(f"sampler: {e}")
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    inserters = [threading.Thread(target=insert, args=(i,), daemon=True) for i in range(4)]
+    for t in inserters:
+        t.start()
+    for t in inserters:
+        t.join(timeout=300)
+    done.set()
+    sampler.join(timeout=60)
+    assert not errors, errors[:10]
+    assert samples["count"] >= 4, samples
+    assert samples["max_capped"] <= cap
+    # The label did fill up: the cap was really tested.
+    assert len(served(servers[0], "capped")) == cap
+    final = served(servers[3], "mono")
+    assert final == acknowledged
+    for server in servers:
+        assert "Traceback" not in server.output()
+
+
+def test_redis_dying_and_coming_back(start_server: StartServer, redis: RedisServer) -> None:
+    """
+    Redis is killed while two processes take inserts: they answer ``error
+    unavailable`` (promptly: every read has a 15 s socket timeout), do not
+    crash, and serve again within 5 seconds of Redis answering again; every
+    insert acknowledged before the kill is still there (appendfsync always).
+    """
+    servers = [start_on(start_server, redis) for _ in range(2)]
+    now = int(time.time())
+    acked: list[str] = []
+    with servers[0].connect() as c:
+        for i in range(50):
+            entry = f"{now - 100} 198.51.100.{i + 1} 6881"
+            assert c.reply(insert_block("live", entry)).status == "ok 1 stored 0 failed"
+            acked.append(entry)
+    redis.kill()
+    for server in servers:
+        with server.connect() as c:
+            for i in range(5):
+                reply = c.reply(insert_block("live", f"{now} 203.0.113.{i + 1} 1"))
+                assert reply.status.startswith("error unavailable"), reply
+                reply = c.reply(b"get live\n")
+                assert reply.status.startswith("error unavailable"), reply
+        assert server.process_status() is None, server.output()
+        assert "Lost the connection to Redis" in server.output()
+    redis.start()
+    back = time.monotonic()
+    for server in servers:
+        with server.connect() as c:
+            while True:
+                reply = c.reply(b"get live[0:100]\n")
+                if reply.status.startswith("ok "):
+                    break
+                assert reply.status.startswith("error unavailable"), reply
+                assert time.monotonic() - back < RECOVERY, (
+                    f"still unavailable {RECOVERY} s after Redis came back"
+                )
+                server.wait_for_more_output(0.1)
+            # Every acknowledged insert (and, for the second server, the
+            # first one's insert after the return).
+            assert set(acked) <= set(reply.lines)
+            assert set(reply.lines) - set(acked) <= {f"{now} 203.0.113.9 1"}
+            assert c.reply(insert_block("live", f"{now} 203.0.113.9 1")).status == (
+                "ok 1 stored 0 failed"
+            )
+        assert "is reachable again" in server.output()
+        assert "Traceback" not in server.output()
