@@ -11,8 +11,11 @@ never move a confirmed time backwards; and while Redis is gone they answer
 from __future__ import annotations
 
 import random
+import re
 import threading
 import time
+import urllib.error
+import urllib.request
 from typing import Iterator
 
 import pytest
@@ -166,11 +169,15 @@ def test_four_processes_racing_on_one_label_keep_its_rules(
 def test_redis_dying_and_coming_back(start_server: StartServer, redis: RedisServer) -> None:
     """
     Redis is killed while two processes take inserts: they answer ``error
-    unavailable`` (promptly: every read has a 15 s socket timeout), do not
+    unavailable`` (and HTTP 503) promptly (every read has a 15 s socket
+    timeout), do not
     crash, and serve again within 5 seconds of Redis answering again; every
     insert acknowledged before the kill is still there (appendfsync always).
     """
-    servers = [start_on(start_server, redis) for _ in range(2)]
+    servers = [
+        start_on(start_server, redis, "--http", "tcp:0:interface=127.0.0.1"),
+        start_on(start_server, redis),
+    ]
     now = int(time.time())
     acked: list[str] = []
     with servers[0].connect() as c:
@@ -188,6 +195,12 @@ def test_redis_dying_and_coming_back(start_server: StartServer, redis: RedisServ
                 assert reply.status.startswith("error unavailable"), reply
         assert server.process_status() is None, server.output()
         assert "Lost the connection to Redis" in server.output()
+    # The HTTP face says 503, and when to come back.
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        urllib.request.urlopen(servers[0].http_url("/v1/labels/live"), timeout=15)
+    assert raised.value.code == 503
+    assert raised.value.headers["Retry-After"]
+    assert b"unavailable" in raised.value.read()
     redis.start()
     back = time.monotonic()
     for server in servers:
@@ -210,3 +223,13 @@ def test_redis_dying_and_coming_back(start_server: StartServer, redis: RedisServ
             )
         assert "is reachable again" in server.output()
         assert "Traceback" not in server.output()
+
+
+def test_warns_at_start_up_when_redis_keeps_nothing_on_disk(start_server: StartServer) -> None:
+    redis = RedisServer(persistence="none").start()
+    try:
+        server = start_on(start_server, redis)
+        server.wait_for_lines(re.compile(r"keeps nothing on disk"))
+        assert "[halp.store.redis.RedisStore#warn]" in server.output()
+    finally:
+        redis.close()

@@ -249,6 +249,8 @@ def _protocol_class() -> type:
         document "12" stays text), telling the store when it is gone."""
 
         on_lost: Callable[[Any, Failure], None] | None = None
+        #: Why the connection ended (a TLS handshake failure, say).
+        lost_reason: Failure | None = None
 
         def __init__(self) -> None:
             super().__init__(charset="utf-8", errors="strict", convertNumbers=False)
@@ -256,6 +258,7 @@ def _protocol_class() -> type:
         def connectionLost(self, why: Failure) -> None:
             # The store hears first, so that the requests failed below find
             # it already knowing that this connection is gone.
+            self.lost_reason = why
             if self.on_lost is not None:
                 self.on_lost(self, why)
             super().connectionLost(why)
@@ -570,7 +573,10 @@ class RedisStore:
         self._attempt = attempt
         timer = self._clock.callLater(self.url.timeout * 2, attempt.cancel)
 
+        made: list[Any] = []
+
         def connected(protocol: Any) -> Deferred[Any]:
+            made.append(protocol)
             return self._prepare(protocol).addCallback(lambda _: protocol)
 
         def ended(outcome: object) -> None:
@@ -578,7 +584,11 @@ class RedisStore:
                 timer.cancel()
             self._attempt = None
             if isinstance(outcome, Failure):
-                self._attempt_failed(outcome)
+                reason: Failure | None = made[0].lost_reason if made else None
+                if reason is None or not _is_redis_error(outcome):
+                    reason = outcome
+                # else "Lost connection" says less than why it was lost.
+                self._attempt_failed(reason)
             else:
                 self._connected(outcome)
             waiting, self._waiting = self._waiting, []

@@ -370,3 +370,93 @@ class RedisServerTests(TestCase):
         yield store.close()
         self.failureResultOf(store.get("a", 0, 1, 0), StoreError)
         self.failureResultOf(store.merge([], 10), StoreError)
+
+
+def _self_signed(directory: str) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 (and localhost), and its key, as PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "halp test redis")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path = os.path.join(directory, "redis.crt")
+    key_path = os.path.join(directory, "redis.key")
+    with open(cert_path, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(key_path, "wb") as f:
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    return cert_path, key_path
+
+
+class TLSTests(TestCase):
+    """``rediss://``: TLS to a real redis-server, its certificate checked."""
+
+    def setUp(self) -> None:
+        require_redis()
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        self.cert, key = _self_signed(directory)
+        self.tls_port = RedisServer().port
+        self.server = RedisServer(
+            extra=[
+                "--tls-port", str(self.tls_port),
+                "--tls-cert-file", self.cert,
+                "--tls-key-file", key,
+                "--tls-ca-cert-file", self.cert,
+                "--tls-auth-clients", "no",
+            ]
+        ).start()
+        self.addCleanup(self.server.close)
+
+    def store(self, query: str) -> RedisStore:
+        url = parse_redis_url(f"rediss://127.0.0.1:{self.tls_port}/0?{query}")
+        store = RedisStore(reactor, url)
+        self.addCleanup(store.close)
+        return store
+
+    @inlineCallbacks
+    def test_trusted_certificate(self) -> Gen:
+        store = self.store(f"ca={self.cert}")
+        yield insert_entries(store, ["a"], [Entry(5, "192.0.2.1", 1)], 10)
+        self.assertEqual((yield store.get("a", 0, 10, 0)), [Entry(5, "192.0.2.1", 1)])
+
+    @inlineCallbacks
+    def test_untrusted_certificate_is_refused(self) -> Gen:
+        store = self.store("prefix=x:")
+        failure = yield self.assertFailure(store.get("a", 0, 10, 0), StoreError)
+        self.assertIn("unreachable", str(failure))
+        self.assertIn("certificate verify failed", str(failure))
+
+    def test_missing_ca_file(self) -> None:
+        store = self.store("ca=/nonexistent/ca.pem")
+        failure = self.failureResultOf(store.get("a", 0, 10, 0), StoreError)
+        self.assertIn("cannot read the Redis CA file '/nonexistent/ca.pem'", str(failure.value))
