@@ -35,7 +35,14 @@ from halp.federation import SYNC_INTERVAL, TEST_INTERVAL, Federation
 from halp.interfaces import IConnectedStore, IHostStore
 from halp.model import Limits
 from halp.server import HALPServerFactory, describe_address
-from halp.store import DEFAULT_STORE, StoreSpec, check_store, make_store, parse_store_spec
+from halp.store import (
+    DEFAULT_STORE,
+    StoreSpec,
+    check_store,
+    make_store,
+    parse_store_spec,
+    shared_node_id,
+)
 
 __all__ = ["Options", "makeService", "DEFAULT_PORT", "parse_duration"]
 
@@ -483,7 +490,7 @@ def makeService(options: Options) -> IService:
 
     spec: StoreSpec = options["store-spec"]
     store = make_store(spec, reactor)  # type: ignore[arg-type]
-    core = HALPCore(store, reactor, options.limits())
+    core = HALPCore(store, reactor, options.limits(), node_id=shared_node_id(spec))
     factory = HALPServerFactory(
         core,
         reactor,
