@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from halp import __version__
-from halp.error import ErrorCode, ProtocolError
+from halp.error import ErrorCode, ProtocolError, StoreError
 from halp.interfaces import IHostStore
 from halp.model import (
     Change,
@@ -55,6 +55,9 @@ REPLICATION_SKEW = 300
 #: burst.  A peer that pushes more is answered ``error busy``.
 PUSH_RATE = 200.0
 PUSH_BURST = 10_000.0
+
+#: Seconds between two log lines about requests the store failed.
+STORE_FAILURE_LOG_INTERVAL = 10.0
 
 T = TypeVar("T")
 
@@ -168,6 +171,8 @@ class HALPCore:
         #: service that serves it.
         self.http_urls: list[str] = []
         self.started = self.now()
+        self._store_failures = 0
+        self._store_failure_logged: float | None = None
         self._observers: list[Callable[[list[Change], bool], None]] = []
         #: Set by :class:`~halp.federation.Federation` to list its peers.
         self.peer_source: PeerSource | None = None
@@ -421,6 +426,32 @@ class HALPCore:
     def stats_fields(self) -> list[tuple[str, object]]:
         """The fields of a ``stats`` answer: uptime, then every counter."""
         return [("uptime", self.now() - self.started), *self.stats]
+
+    def store_failed(self, request: str, error: StoreError) -> None:
+        """
+        Log that the store failed a request: the first failure at once,
+        then at most one line per :data:`STORE_FAILURE_LOG_INTERVAL` seconds
+        with the number of failures it stands for, so that an outage of the
+        store (Redis down, disk full) does not write one line per request.
+        """
+        now = self.clock.seconds()
+        self._store_failures += 1
+        if self._store_failure_logged is not None and (
+            now - self._store_failure_logged < STORE_FAILURE_LOG_INTERVAL
+        ):
+            return
+        count, self._store_failures = self._store_failures, 0
+        self._store_failure_logged = now
+        if count == 1:
+            self._log.warn("Store failed answering {request}: {error}", request=request, error=str(error))
+        else:
+            self._log.warn(
+                "Store failed answering {request}: {error} ({count} failed requests"
+                " since the last such line)",
+                request=request,
+                error=str(error),
+                count=count,
+            )
 
     def purge(self) -> Deferred[int]:
         """

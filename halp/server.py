@@ -557,11 +557,9 @@ class HALPServerFactory(Factory):
             assert isinstance(error, ProtocolError)
             return Reply((), format_error(error.code, error.message))
         if failure.check(StoreError):
-            self._log.warn(
-                "Store failed answering {request}: {error}",
-                request=summarize(request),
-                error=str(failure.value),
-            )
+            error = failure.value
+            assert isinstance(error, StoreError)
+            self.core.store_failed(summarize(request), error)
             return Reply(
                 (), format_error(ErrorCode.UNAVAILABLE, "store unavailable, try again later")
             )

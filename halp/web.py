@@ -364,7 +364,7 @@ class HALPResource(Resource):
         except ProtocolError as e:
             answer = self._error(HTTPError(_STATUS.get(e.code, 400), e.code.value, e.message))
         except StoreError as e:
-            self._log.warn("Store failed answering {request}: {error}", request=job.summary, error=str(e))
+            self.core.store_failed(job.summary, e)
             answer = self._error(
                 HTTPError(
                     503,

@@ -7,7 +7,7 @@ from typing import Sequence
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
-from twisted.logger import globalLogPublisher
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -149,6 +149,33 @@ class ExpiryTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(core.purge()), 1)
         self.assertEqual(
             self.successResultOf(core.store.get("a", 0, 10, 0)), [Entry(NOW, "h", 2)]
+        )
+
+    def test_store_failures_are_logged_at_most_every_ten_seconds(self) -> None:
+        core, clock = make_core()
+        events = EventLoggingObserver()
+        globalLogPublisher.addObserver(events)
+        self.addCleanup(globalLogPublisher.removeObserver, events)
+        for i in range(50):
+            core.store_failed(f"get a{i}", StoreError("Redis is away"))
+            clock.advance(0.1)
+        # One line for the first failure; the next, 10 s later, counts the rest.
+        texts = [formatEvent(e) for e in events]
+        self.assertEqual(texts, ["Store failed answering get a0: Redis is away"])
+        clock.advance(5.1)
+        core.store_failed("get b", StoreError("Redis is away"))
+        texts = [formatEvent(e) for e in events]
+        self.assertEqual(
+            texts[1],
+            "Store failed answering get b: Redis is away (50 failed requests since the last such line)",
+        )
+        core.store_failed("get c", StoreError("Redis is away"))
+        self.assertEqual(len(events), 2)
+        clock.advance(10)
+        core.store_failed("get d", StoreError("Redis is away"))
+        self.assertEqual(
+            formatEvent(events[2]),
+            "Store failed answering get d: Redis is away (2 failed requests since the last such line)",
         )
 
     def test_purge_failure_is_logged_not_raised(self) -> None:
