@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 
 from halp import __version__
 from halp.error import ErrorCode, ProtocolError, StoreError
-from halp.interfaces import IHostStore
+from halp.interfaces import IConnectedStore, IHostStore
 from halp.model import (
     Change,
     ChangePage,
@@ -160,9 +160,7 @@ class HALPCore:
         self.store = store
         self.clock = clock
         self.limits = limits
-        #: A random name for this server process, announced by ``hello``,
-        #: so that federation recognises itself under another address.
-        self.node_id = node_id if node_id is not None else secrets.token_hex(8)
+        self._node_id = node_id if node_id is not None else secrets.token_hex(8)
         self.stats = Stats()
         #: What the front ends answered, for metrics and the status page.
         self.traffic = Traffic()
@@ -426,6 +424,19 @@ class HALPCore:
     def stats_fields(self) -> list[tuple[str, object]]:
         """The fields of a ``stats`` answer: uptime, then every counter."""
         return [("uptime", self.now() - self.started), *self.stats]
+
+    @property
+    def node_id(self) -> str:
+        """
+        This server's name, announced by ``hello``, so that federation
+        recognises itself under another address: random for each process,
+        unless the store is shared by several processes (Redis), which are
+        then one server with the store's name for it.
+        """
+        connected = IConnectedStore(self.store, None)
+        if connected is not None and connected.shared_node is not None:
+            return str(connected.shared_node)
+        return self._node_id
 
     def store_failed(self, request: str, error: StoreError) -> None:
         """

@@ -56,7 +56,10 @@ class IHostStore(Interface):
             (``None`` if the cap evicted it at once) and whether the change
             changed the store.  It fails with
             :class:`halp.error.StoreError` if the merge could not be made
-            durable; then nothing of it was applied.
+            durable; then nothing of it was applied, except when a store
+            across a network lost its answer (a timeout), in which case
+            the merge may have been applied.  Merging the same changes
+            again is always harmless.
         """
 
     def changes(cursor: str, limit: int, since: int) -> Deferred[ChangePage]:
@@ -177,6 +180,12 @@ class IConnectedStore(Interface):
     a file or memory: it connects when started, and answers operations with
     :class:`halp.error.StoreError` while that server is out of reach.
     """
+
+    shared_node = Attribute(
+        "The node name that every server process on this store's data set"
+        " announces in ``hello`` (they are one server to the outside), once"
+        " the store has connected; ``None`` before."
+    )
 
     def start() -> None:
         """

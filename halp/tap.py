@@ -41,7 +41,6 @@ from halp.store import (
     check_store,
     make_store,
     parse_store_spec,
-    shared_node_id,
 )
 
 __all__ = ["Options", "makeService", "DEFAULT_PORT", "parse_duration"]
@@ -490,7 +489,7 @@ def makeService(options: Options) -> IService:
 
     spec: StoreSpec = options["store-spec"]
     store = make_store(spec, reactor)  # type: ignore[arg-type]
-    core = HALPCore(store, reactor, options.limits(), node_id=shared_node_id(spec))
+    core = HALPCore(store, reactor, options.limits())
     factory = HALPServerFactory(
         core,
         reactor,

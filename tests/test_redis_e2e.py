@@ -70,6 +70,13 @@ def test_an_insert_through_one_process_is_served_by_another(
     with b.connect() as c:
         assert c.reply(b"get myapp/v2\n").lines == [f"{now - 10} 198.51.100.7 6881"]
         assert c.reply(b"get labels\n").lines == [f"{now - 10} myapp"]
+    # Two processes on one data set are one server: one node name.
+    nodes = []
+    for server in (a, b):
+        with server.connect() as c:
+            fields = dict(line.split(" ", 1) for line in c.reply(b"hello\n").lines)
+        nodes.append(fields["node"])
+    assert nodes[0] == nodes[1]
     # The servers say where they keep their data, without any password.
     assert "serving from the redis://127.0.0.1" in a.output()
     assert "Using Redis 7" in a.output() or "Using Redis" in a.output()

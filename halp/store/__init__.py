@@ -16,7 +16,6 @@ Store backends and the ``--store`` specification that selects one.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
@@ -36,7 +35,6 @@ __all__ = [
     "insert_entries",
     "make_store",
     "parse_store_spec",
-    "shared_node_id",
 ]
 
 #: The store ``twistd halp`` uses without ``--store``.
@@ -89,19 +87,6 @@ def parse_store_spec(spec: str) -> StoreSpec:
     raise ValueError(
         f"unknown store {spec!r}: use 'memory', 'sqlite:PATH' or 'redis://HOST:PORT/DB'"
     )
-
-
-def shared_node_id(spec: StoreSpec) -> str | None:
-    """
-    The ``node`` every server process on the data set of ``spec`` shares,
-    for a store that several processes share (Redis): they are one server
-    to the outside, so that one of them testing the deployment's public
-    address finds "itself" behind it.  ``None`` for a store of one process
-    (each then picks its own at random).
-    """
-    if spec.kind != "redis":
-        return None
-    return hashlib.sha256(spec.describe().encode()).hexdigest()[:16]
 
 
 def check_store(spec: StoreSpec) -> None:

@@ -16,9 +16,10 @@ label index are ordered across labels, so an insert touches more than one
 label's keys.  Several deployments (prefixes) spread over a Cluster's slots.
 
 ``P:meta`` (hash)
-    ``version`` of this layout, ``epoch`` of the change numbering (chosen by
-    whichever process creates the data set) and ``seq``, the last change
-    number given.
+    ``version`` of this layout, ``epoch`` of the change numbering and
+    ``node``, the name the processes announce in ``hello`` (both chosen at
+    random by whichever process creates the data set), and ``seq``, the
+    last change number given.
 ``P:e:LABEL`` (sorted set)
     The entries of ``LABEL``: member ``HOST PORT`` (port zero-padded to five
     digits), score minus the confirmed time, so that the natural order is
@@ -40,12 +41,13 @@ label's keys.  Several deployments (prefixes) spread over a Cluster's slots.
 Connection
 ----------
 One connection, opened on first use (or by :meth:`RedisStore.start`) and
-reopened after a loss, with a backoff from 0.1 to 1 second.  While there is
-no connection, operations fail at once with :class:`~halp.error.StoreError`
-(answered ``error unavailable``); only the very first attempt, and an attempt
-already under way, are waited for.  An operation that Redis does not answer
-within the timeout fails the same way, and the connection is dropped and
-reopened, since its replies can no longer be matched to requests.
+reopened at once after a loss, then with a backoff from 0.1 to 1 second.
+While there is no connection, operations fail at once with
+:class:`~halp.error.StoreError` (answered ``error unavailable``); only the
+first attempt after start-up or after a loss is waited for (within the
+timeout).  An operation that Redis does not answer within the timeout fails
+the same way, and the connection is dropped and reopened, since its replies
+can no longer be matched to requests.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ from importlib import resources
 from typing import Any, Callable, Sequence, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, inlineCallbacks, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTCP, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
@@ -74,6 +76,7 @@ __all__ = [
     "LAYOUT_VERSION",
     "RedisStore",
     "RedisURL",
+    "config_warnings",
     "parse_redis_url",
 ]
 
@@ -211,6 +214,16 @@ def _source(name: str) -> bytes:
     return source
 
 
+def _new_epoch() -> str:
+    """
+    An epoch for the data set, should this call create it: a fresh one each
+    time, so that a data set wiped and made again (FLUSHALL, a Redis that
+    keeps nothing on disk restarting) never reuses the numbering that
+    other servers' cursors point into.
+    """
+    return secrets.token_hex(8)
+
+
 def _member(host: str, port: int) -> str:
     return f"{host} {port:05d}"
 
@@ -318,7 +331,8 @@ class RedisStore:
         self._endpoint = endpoint
         self._prefix = url.key_prefix
         self._keys = [self._prefix + k for k in ("meta", "feed", "ix", "low")]
-        self._epoch = secrets.token_hex(8)
+        #: The node name every process on this data set shares, once known.
+        self.shared_node: str | None = None
         self._protocol: Any = None
         self._attempt: Deferred[Any] | None = None
         self._waiting: list[Deferred[None]] = []
@@ -337,7 +351,7 @@ class RedisStore:
     def merge(self, changes: Sequence[Change], max_entries: int) -> Deferred[list[Merged]]:
         if not changes:
             return self._guard(succeed([]))
-        args: list[object] = [max_entries, self._epoch]
+        args: list[object] = [max_entries, _new_epoch()]
         for c in changes:
             args += [c.label, _member(c.entry.host, c.entry.port), c.entry.timestamp, c.source, c.via]
 
@@ -388,7 +402,7 @@ class RedisStore:
                 found.append(Change(label, Entry(_number(ts), *_address(member)), source, via))
             return ChangePage(found, make_cursor(reply[0], _number(reply[1])), bool(reply[2]))
 
-        return self._eval("changes", [self._epoch, epoch, after, limit, since]).addCallback(page)
+        return self._eval("changes", [_new_epoch(), epoch, after, limit, since]).addCallback(page)
 
     def census(self, since: int, limit: int) -> Deferred[Census]:
         def counted(reply: list[Any]) -> Census:
@@ -533,7 +547,10 @@ class RedisStore:
         result.addBoth(stop_timer)
         if self._protocol is not None:
             go()
-        elif self._attempt is not None:
+        elif self._attempt is not None and self._failures == 0:
+            # The first attempt since start-up, or since the connection
+            # was lost: worth waiting for (within the timeout).  Later
+            # attempts, while Redis stays away, are not.
             waiter: Deferred[None] = Deferred()
             self._waiting.append(waiter)
             waiter.addCallback(go)
@@ -571,7 +588,7 @@ class RedisStore:
         factory.noisy = False
         attempt: Deferred[Any] = endpoint.connect(factory)
         self._attempt = attempt
-        timer = self._clock.callLater(self.url.timeout * 2, attempt.cancel)
+        timer = self._clock.callLater(self.url.timeout, attempt.cancel)
 
         made: list[Any] = []
 
@@ -587,6 +604,10 @@ class RedisStore:
                 reason: Failure | None = made[0].lost_reason if made else None
                 if reason is None or not _is_redis_error(outcome):
                     reason = outcome
+                if reason.check(CancelledError):
+                    reason = Failure(
+                        StoreError(f"no connection within {self.url.timeout} s")
+                    )
                 # else "Lost connection" says less than why it was lost.
                 self._attempt_failed(reason)
             else:
@@ -610,12 +631,15 @@ class RedisStore:
                 yield protocol.execute_command("AUTH", *login, self.url.password)
             if self.url.db:
                 yield protocol.execute_command("SELECT", self.url.db)
-            version = yield protocol.eval(_source("init"), self._keys, [self._prefix, self._epoch])
+            version, node = yield protocol.eval(
+                _source("init"), self._keys, [self._prefix, _new_epoch(), secrets.token_hex(8)]
+            )
             if _number(version) > LAYOUT_VERSION:
                 raise StoreSchemaError(
                     f"the data under prefix {self.url.prefix!r} has layout version {version},"
                     f" newer than this HALP supports ({LAYOUT_VERSION}); upgrade HALP"
                 )
+            self.shared_node = str(node)
             if not self._checked:
                 yield self._check_server(protocol)
                 self._checked = True
@@ -628,7 +652,12 @@ class RedisStore:
     def _check_server(self, protocol: Any) -> Any:
         import txredisapi
 
-        info = yield protocol.execute_command("INFO", "server")
+        try:
+            info = yield protocol.execute_command("INFO", "server")
+        except txredisapi.ResponseError:
+            # A user without @dangerous commands: not knowing the version
+            # is no reason to refuse the server.
+            info = ""
         version = dict(
             line.split(":", 1) for line in str(info).splitlines() if ":" in line
         ).get("redis_version", "unknown")
@@ -640,18 +669,19 @@ class RedisStore:
         )
         try:
             config = {}
-            for name in ("appendonly", "appendfsync", "save"):
+            for name in ("appendonly", "appendfsync", "save", "maxmemory-policy"):
                 reply = yield protocol.execute_command("CONFIG", "GET", name)
                 config[name] = reply[1] if len(reply) > 1 else ""
         except txredisapi.ResponseError as e:
             self._log.warn(
-                "Cannot read Redis's persistence settings ({error}): make sure Redis at {url}"
-                " keeps its data on disk (appendonly yes), or acknowledged inserts die with it",
+                "Cannot read Redis's settings ({error}): make sure Redis at {url} keeps its"
+                " data on disk (appendonly yes), or acknowledged inserts die with it, and"
+                " never evicts keys (maxmemory-policy noeviction)",
                 error=str(e),
                 url=self.url.describe(),
             )
             return
-        for message in persistence_warnings(config):
+        for message in config_warnings(config):
             self._log.warn("Redis at {url}: {problem}", url=self.url.describe(), problem=message)
 
     def _connected(self, protocol: Any) -> None:
@@ -722,7 +752,9 @@ class RedisStore:
             protocol.on_lost = None
             if protocol.connected:
                 gone = protocol.whenDisconnected()
-                protocol.transport.loseConnection()
+                # Nothing is pending: abort rather than wait for a TLS
+                # close that a stuck Redis would never answer.
+                protocol.transport.abortConnection()
 
         def closed(_: object) -> None:
             drained, self._drained = self._drained, []
@@ -732,11 +764,23 @@ class RedisStore:
         gone.addBoth(closed)
 
 
-def persistence_warnings(config: dict[str, str]) -> list[str]:
+def config_warnings(config: dict[str, str]) -> list[str]:
     """
     What an operator should be told about Redis's ``appendonly``,
-    ``appendfsync`` and ``save`` settings.
+    ``appendfsync``, ``save`` and ``maxmemory-policy`` settings.
     """
+    policy = config.get("maxmemory-policy", "noeviction")
+    warnings = []
+    if policy.startswith("allkeys"):
+        warnings.append(
+            f"maxmemory-policy {policy}: when Redis fills up it deletes keys, HALP's"
+            " bookkeeping among them (the change feed, the label index); set"
+            " maxmemory-policy noeviction, so that a full Redis refuses inserts instead"
+        )
+    return warnings + _persistence_warnings(config)
+
+
+def _persistence_warnings(config: dict[str, str]) -> list[str]:
     aof = config.get("appendonly", "no") == "yes"
     rdb = bool(config.get("save", "").strip())
     if not aof and not rdb:

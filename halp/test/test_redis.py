@@ -18,6 +18,7 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from halp.core import HALPCore
 from halp.error import StoreError
 from halp.interfaces import IConnectedStore, IHostStore
 from halp.model import Change, Entry, LabelInfo
@@ -26,7 +27,7 @@ from halp.store.redis import (
     RedisStore,
     RedisURL,
     parse_redis_url,
-    persistence_warnings,
+    config_warnings,
 )
 from halp.test.redis_server import RedisServer, require_redis
 from halp.test.test_store import StoreContractMixin
@@ -129,20 +130,34 @@ class URLTests(SynchronousTestCase):
 
 class PersistenceWarningTests(SynchronousTestCase):
     def test_nothing_on_disk(self) -> None:
-        [warning] = persistence_warnings({"appendonly": "no", "save": ""})
+        [warning] = config_warnings({"appendonly": "no", "save": ""})
         self.assertIn("keeps nothing on disk", warning)
 
     def test_snapshots_only(self) -> None:
-        [warning] = persistence_warnings({"appendonly": "no", "save": "3600 1"})
+        [warning] = config_warnings({"appendonly": "no", "save": "3600 1"})
         self.assertIn("only takes RDB snapshots", warning)
 
     def test_aof_every_second(self) -> None:
-        [warning] = persistence_warnings({"appendonly": "yes", "appendfsync": "everysec", "save": ""})
+        [warning] = config_warnings({"appendonly": "yes", "appendfsync": "everysec", "save": ""})
         self.assertIn("appendfsync everysec", warning)
+
+    def test_eviction_of_any_key(self) -> None:
+        warnings = config_warnings(
+            {"appendonly": "yes", "appendfsync": "always", "maxmemory-policy": "allkeys-lru"}
+        )
+        self.assertEqual(len(warnings), 1)
+        self.assertIn("maxmemory-policy allkeys-lru", warnings[0])
+        # HALP's keys have no expiry: volatile-* policies never take them.
+        self.assertEqual(
+            config_warnings(
+                {"appendonly": "yes", "appendfsync": "always", "maxmemory-policy": "volatile-lru"}
+            ),
+            [],
+        )
 
     def test_aof_always_is_quiet(self) -> None:
         self.assertEqual(
-            persistence_warnings({"appendonly": "yes", "appendfsync": "always", "save": ""}), []
+            config_warnings({"appendonly": "yes", "appendfsync": "always", "save": ""}), []
         )
 
 
@@ -255,6 +270,53 @@ class RedisServerTests(TestCase):
         self.assertEqual([c.entry.port for c in later.changes], [3])
 
     @inlineCallbacks
+    def test_processes_on_one_data_set_share_one_node(self) -> Gen:
+        server = shared_redis()
+        url = fresh_url(server)
+        a, b, other = self.make(url), self.make(url), self.make(fresh_url(server))
+        core = HALPCore(a, reactor)
+        before = core.node_id
+        self.assertIsNone(a.shared_node)
+        for store in (a, b, other):
+            yield store.get("x", 0, 1, 0)
+        self.assertIsNotNone(a.shared_node)
+        self.assertEqual(a.shared_node, b.shared_node)
+        self.assertNotEqual(a.shared_node, other.shared_node)
+        self.assertEqual(core.node_id, a.shared_node)
+        self.assertNotEqual(core.node_id, before)
+
+    @inlineCallbacks
+    def test_a_wiped_data_set_gets_a_new_numbering(self) -> Gen:
+        """Cursors into the old data set do not skip changes of the new one."""
+        server = shared_redis()
+        url = fresh_url(server)
+        store = self.make(url)
+        yield store.merge([Change("x", Entry(i, "192.0.2.1", i)) for i in range(1, 6)], 10)
+        old = yield store.changes("", 10, 0)
+        keys = [k for k in server.call("KEYS", url.prefix + "*").decode().split("\r\n") if k.startswith(url.prefix)]
+        server.call("DEL", *keys)
+        yield store.merge([Change("x", Entry(i, "192.0.2.2", i)) for i in range(1, 4)], 10)
+        page = yield store.changes(old.cursor, 10, 0)
+        self.assertEqual([c.entry.host for c in page.changes], ["192.0.2.2"] * 3)
+        self.assertNotEqual(page.cursor.split(":")[0], old.cursor.split(":")[0])
+
+    @inlineCallbacks
+    def test_a_user_without_info_and_config(self) -> Gen:
+        server = RedisServer()
+        acl = os.path.join(server.directory, "users.acl")
+        with open(acl, "w") as f:
+            f.write("user default off\nuser halp on >pw ~* &* +@all -@dangerous\n")
+        server.extra = ["--aclfile", acl]
+        server.start()
+        self.addCleanup(server.close)
+        logs = LogCatcher(self)
+        store = self.make(parse_redis_url(f"redis://halp:pw@127.0.0.1:{server.port}/0"))
+        yield insert_entries(store, ["a"], [Entry(1, "192.0.2.1", 1)], 10)
+        self.assertEqual(len((yield store.get("a", 0, 10, 0))), 1)
+        self.assertIn("Using Redis unknown", logs.text())
+        self.assertIn("Cannot read Redis's settings", logs.text())
+
+    @inlineCallbacks
     def test_state_text_that_looks_like_a_number_stays_text(self) -> Gen:
         store = self.make(fresh_url(shared_redis()))
         yield store.put_state("k", "0012")
@@ -339,7 +401,12 @@ class RedisServerTests(TestCase):
             if store._attempt is not None:
                 break
         self.assertIsNotNone(store._attempt)
-        # An operation made during the attempt waits for it.
+        # While Redis stays away, no operation waits for an attempt: this
+        # one fails at once, although an attempt is under way.
+        self.failureResultOf(store.get("a", 0, 10, 0), StoreError)
+        connected: Deferred[None] = Deferred()
+        store._waiting.append(connected)
+        yield connected
         got = yield store.get("a", 0, 10, 0)
         self.assertEqual(got, [Entry(1, "192.0.2.1", 1)])
 

@@ -362,30 +362,11 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(service.store.path, path)
 
     def test_redis_store(self) -> None:
-        url = "redis://:pw@127.0.0.1:1/3?prefix=a:"
-        cores = []
-        for _ in range(2):
-            top = makeService(parse("--store", url))
-            service = list(IServiceCollection(top))[0]
-            assert isinstance(service, StoreService)
-            assert isinstance(service.store, RedisStore)
-            self.assertEqual(service.store.url.db, 3)
-            listener = [s for s in IServiceCollection(top) if isinstance(s, ListenerService)][0]
-            assert isinstance(listener.factory, HALPServerFactory)
-            cores.append(listener.factory.core)
-        # Processes on one data set are one server: one node.
-        self.assertEqual(cores[0].node_id, cores[1].node_id)
-        other = makeService(parse("--store", "redis://:pw@127.0.0.1:1/3?prefix=b:"))
-        listener = [s for s in IServiceCollection(other) if isinstance(s, ListenerService)][0]
-        assert isinstance(listener.factory, HALPServerFactory)
-        self.assertNotEqual(listener.factory.core.node_id, cores[0].node_id)
-        # Without a shared store, each process is its own node.
-        a, b = (
-            [s for s in IServiceCollection(makeService(parse("--store", "memory"))) if isinstance(s, ListenerService)][0]
-            for _ in range(2)
-        )
-        assert isinstance(a.factory, HALPServerFactory) and isinstance(b.factory, HALPServerFactory)
-        self.assertNotEqual(a.factory.core.node_id, b.factory.core.node_id)
+        top = makeService(parse("--store", "redis://:pw@127.0.0.1:1/3?prefix=a:"))
+        service = list(IServiceCollection(top))[0]
+        assert isinstance(service, StoreService)
+        assert isinstance(service.store, RedisStore)
+        self.assertEqual((service.store.url.db, service.store.url.password), (3, "pw"))
 
     def test_redis_store_url_errors(self) -> None:
         with self.assertRaises(UsageError) as raised:

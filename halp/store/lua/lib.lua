@@ -4,9 +4,10 @@
 local P = ARGV[1]
 local META, FEED, IX, LOW = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 
--- A whole number as Redis should receive it ("%d", never "1e+14").
+-- A whole number as Redis should receive it (never "1e+14"; "%.0f" is exact
+-- up to 2^53 where "%d" would go through a C long, 32 bits on some builds).
 local function num(x)
-  return string.format('%d', x)
+  return string.format('%.0f', x)
 end
 
 -- The label above NAME, or '' for a top-level label.
