@@ -22,7 +22,6 @@ from twisted.internet.interfaces import (
     IReactorCore,
     IStreamServerEndpoint,
 )
-from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure

@@ -21,7 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from halp.core import HALPCore
 from halp.error import StoreError
 from halp.interfaces import IConnectedStore, IHostStore
-from halp.model import Change, Entry, LabelInfo
+from halp.model import Change, Entry
 from halp.store import insert_entries, parse_store_spec
 from halp.store.redis import (
     RedisStore,
