@@ -33,6 +33,9 @@ __all__ = [
     "check_host",
     "check_port",
     "check_timestamp",
+    "check_routable",
+    "address_group",
+    "special_block",
     "format_host_port",
     "parse_host_port",
     "label_ancestors",
@@ -414,3 +417,164 @@ def check_timestamp(text: str) -> int:
             ErrorCode.BAD_ENTRY, "bad timestamp: expected integer POSIX seconds"
         )
     return int(text)
+
+
+# -- address policy ----------------------------------------------------------
+#
+# Our own table of the IANA special-purpose registries rather than
+# ``ipaddress``'s ``is_global``, whose ranges changed between Python
+# versions (python/cpython#113171, CVE-2024-4032) and still miss blocks
+# (100.64.0.0/10 is neither private nor global, #119812).  Each row: the
+# block, its name, and whether it is ever a usable host (multicast,
+# broadcast and "unspecified" are not, even on a LAN).
+
+_V4_SPECIAL: list[tuple[ipaddress.IPv4Network, str, bool]] = [
+    (ipaddress.IPv4Network(net), name, usable)
+    for net, name, usable in [
+        ("0.0.0.0/8", "'this network' (RFC 791)", False),
+        ("10.0.0.0/8", "private-use (RFC 1918)", True),
+        ("100.64.0.0/10", "shared address space, carrier-grade NAT (RFC 6598)", True),
+        ("127.0.0.0/8", "loopback (RFC 1122)", True),
+        ("169.254.0.0/16", "link-local (RFC 3927)", True),
+        ("172.16.0.0/12", "private-use (RFC 1918)", True),
+        ("192.0.0.0/24", "IETF protocol assignments (RFC 6890)", True),
+        ("192.0.2.0/24", "documentation, TEST-NET-1 (RFC 5737)", True),
+        ("192.88.99.0/24", "deprecated 6to4 relay anycast (RFC 7526)", True),
+        ("192.168.0.0/16", "private-use (RFC 1918)", True),
+        ("198.18.0.0/15", "benchmarking (RFC 2544)", True),
+        ("198.51.100.0/24", "documentation, TEST-NET-2 (RFC 5737)", True),
+        ("203.0.113.0/24", "documentation, TEST-NET-3 (RFC 5737)", True),
+        ("224.0.0.0/4", "multicast (RFC 5771)", False),
+        ("255.255.255.255/32", "limited broadcast (RFC 919)", False),
+        ("240.0.0.0/4", "reserved for future use (RFC 1112)", True),
+    ]
+]
+
+#: Addresses inside a special block that IANA lists as globally reachable.
+_V4_GLOBAL_EXCEPTIONS = frozenset(
+    ipaddress.IPv4Address(a) for a in ("192.0.0.9", "192.0.0.10")
+)
+
+_V6_SPECIAL: list[tuple[ipaddress.IPv6Network, str, bool]] = [
+    (ipaddress.IPv6Network(net), name, usable)
+    for net, name, usable in [
+        ("::/128", "unspecified (RFC 4291)", False),
+        ("::1/128", "loopback (RFC 4291)", True),
+        ("64:ff9b:1::/48", "local-use IPv4/IPv6 translation (RFC 8215)", True),
+        ("100::/64", "discard-only (RFC 6666)", True),
+        ("100:0:0:1::/64", "dummy IPv6 prefix (RFC 9780)", True),
+        ("2001::/32", "Teredo (RFC 4380)", True),
+        ("2001:2::/48", "benchmarking (RFC 5180)", True),
+        ("2001:10::/28", "deprecated ORCHID (RFC 4843)", True),
+        ("2001:20::/28", "ORCHIDv2 (RFC 7343)", True),
+        ("2001:db8::/32", "documentation (RFC 3849)", True),
+        ("3fff::/20", "documentation (RFC 9637)", True),
+        ("5f00::/16", "segment routing SIDs (RFC 9602)", True),
+        ("fc00::/7", "unique local (RFC 4193)", True),
+        ("fe80::/10", "link-local (RFC 4291)", True),
+        ("fec0::/10", "deprecated site-local (RFC 3879)", True),
+        ("ff00::/8", "multicast (RFC 4291)", False),
+    ]
+]
+
+_V6_GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_SIX_TO_FOUR = ipaddress.IPv6Network("2002::/16")
+
+
+def special_block(host: str) -> tuple[str, bool] | None:
+    """
+    The special-purpose block a canonical IP address falls in, as
+    ``(description, usable)``, or ``None`` for a globally routable address
+    (and for a DNS name, which only a lookup could place).
+
+    ``usable`` is false for addresses that never name one host (multicast,
+    broadcast, unspecified); the others (private, loopback, link-local,
+    CGNAT, documentation, reserved...) can name a host on a LAN.
+    IPv4-mapped, NAT64 (``64:ff9b::/96``) and 6to4 (``2002::/16``) forms
+    are judged by the IPv4 address they carry.
+    """
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded: ipaddress.IPv4Address | None = address.ipv4_mapped
+        form = "IPv4-mapped"
+        if embedded is None and address in _NAT64:
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+            form = "NAT64"
+        if embedded is None and address in _SIX_TO_FOUR:
+            embedded = ipaddress.IPv4Address((int(address) >> 80) & 0xFFFFFFFF)
+            form = "6to4"
+        if embedded is not None:
+            inner = special_block(str(embedded))
+            if inner is None:
+                return None
+            return f"{form} {inner[0]}", inner[1]
+        for net6, name, usable in _V6_SPECIAL:
+            if address in net6:
+                return name, usable
+        if address not in _V6_GLOBAL_UNICAST:
+            return "reserved by the IETF, outside 2000::/3 (RFC 4291)", True
+        return None
+    if address in _V4_GLOBAL_EXCEPTIONS:
+        return None
+    for net4, name, usable in _V4_SPECIAL:
+        if address in net4:
+            return name, usable
+    return None
+
+
+def check_routable(host: str, allow_private: bool = False) -> None:
+    """
+    Refuse a canonical host that is not a globally routable unicast
+    address: private, loopback, link-local, CGNAT, documentation and
+    reserved blocks, unless ``allow_private`` (a LAN deployment); and
+    multicast, broadcast and unspecified addresses always.  DNS names pass:
+    only a lookup can place them.
+
+    :raises ProtocolError: ``bad-entry``, naming the block.
+    """
+    block = special_block(host)
+    if block is None:
+        return
+    name, usable = block
+    if not usable:
+        raise ProtocolError(ErrorCode.BAD_ENTRY, f"bad host: {host} is {name}, never a host")
+    if not allow_private:
+        raise ProtocolError(
+            ErrorCode.BAD_ENTRY, f"bad host: {host} is not globally routable: {name}"
+        )
+
+
+def address_group(host: str) -> str:
+    """
+    The network group of a canonical host, for spreading answers and
+    bounding what one network may fill (Bitcoin's ``GetGroup``): the /16 of
+    a global IPv4 address (``"v4:1.2"``), the /32 of a global IPv6 address
+    (``"v6:2001:0db8"``), IPv4-mapped, NAT64 and 6to4 forms as their IPv4
+    address.  A non-global address (a LAN deployment) and a DNS name are
+    a group of their own, so that hosts on one LAN are not squeezed into
+    one share; ``""`` stays ``""`` (a server's own entries).
+    """
+    if not host:
+        return ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return "name:" + host
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = address.ipv4_mapped
+        if embedded is None and (address in _NAT64 or address in _SIX_TO_FOUR):
+            shift = 0 if address in _NAT64 else 80
+            embedded = ipaddress.IPv4Address((int(address) >> shift) & 0xFFFFFFFF)
+        if embedded is not None:
+            return address_group(str(embedded))
+        if special_block(host) is not None:
+            return "host:" + host
+        return "v6:%04x:%04x" % (int(address) >> 112, (int(address) >> 96) & 0xFFFF)
+    if special_block(host) is not None:
+        return "host:" + host
+    a, b, _, _ = str(address).split(".")
+    return f"v4:{a}.{b}"
