@@ -16,7 +16,7 @@ from zope.interface import Attribute, Interface
 
 from halp.model import Census, Change, ChangePage, Entry, LabelInfo, Merged
 
-__all__ = ["IConnectedStore", "IHostStore"]
+__all__ = ["IConnectedStore", "IHostStore", "IProber"]
 
 
 class IHostStore(Interface):
@@ -34,27 +34,56 @@ class IHostStore(Interface):
 
     name = Attribute("A short name for logs and metrics, such as 'sqlite'.")
 
-    def merge(changes: Sequence[Change], max_entries: int) -> Deferred[list[Merged]]:
+    def merge(
+        changes: Sequence[Change], max_entries: int, max_per_group: int = 0
+    ) -> Deferred[list[Merged]]:
         """
         Merge each change into its label, in order, in one atomic step.
 
         An entry already in its label keeps the later of its stored and its
         new time; when the change moves the time forward (or adds the
         entry), the entry takes the change's provenance (``source`` and
-        ``via``) and moves to the end of the change feed (:meth:`changes`).
-        Then, while a label named by a change holds more than
-        ``max_entries`` entries, its oldest-confirmed entry is evicted.
-        The label index is updated for each label and each of its
-        ancestors: its time becomes the latest stored time of an entry kept
-        by this merge, if that is later.
+        ``via``) and its network group, and moves to the end of the change
+        feed (:meth:`changes`).  A change that does not move the time
+        forward changes nothing, its entry's group included.
+
+        The group of a change is :func:`halp.model.address_group` of its
+        ``source``; the store keeps each entry's group with it (across
+        restarts, and for every process sharing the data set), and an entry
+        leaves its group when it leaves the label (eviction, :meth:`remove`,
+        :meth:`purge`) or takes another one.  The group ``""`` (source
+        ``""``: a server's own entries) is exempt: never counted, never
+        limited.  When ``max_per_group`` is positive, as soon as a change
+        adds its entry or moves its time forward, and while its label then
+        holds more than ``max_per_group`` entries of the change's (non-empty)
+        group, that group's oldest-confirmed entry in the label is evicted
+        (of equal times, the one last in the label's order), the new entry
+        itself if it is that one.  No entry of another group is ever
+        evicted by this quota.
+
+        Then, once every change is merged, while a label named by a change
+        holds more than ``max_entries`` entries, its oldest-confirmed entry
+        (of equal times, the one last in the label's order) is evicted.
+        Entries evicted by the quota or by the cap leave the store and the
+        change feed exactly as removed ones do.  The label index is updated
+        for each label and each of its ancestors: its time becomes the
+        latest stored time of an entry kept by this merge, if that is later.
+
+        Finding a group's count and oldest entry is indexed: a merge costs
+        no more than ``O(log n)`` per change in the size ``n`` of a label,
+        plus ``O(max_per_group)`` in SQLite, plus the evictions it makes.
 
         :param changes: valid labels and entries, with times already
             clamped to "now".
         :param max_entries: the per-label cap, at least 1.
+        :param max_per_group: the per-label quota of each network group,
+            or ``0`` (the default) for no quota.
         :return: a Deferred firing with one :class:`~halp.model.Merged`
-            per change, in order: the entry's stored time after the merge
-            (``None`` if the cap evicted it at once) and whether the change
-            changed the store.  It fails with
+            per change, in order: the entry's stored time once that change
+            was merged (``None`` if this merge evicted the entry, by the
+            quota or by the cap, then or after it) and whether the change
+            changed the store (``False`` when it was evicted so).
+            It fails with
             :class:`halp.error.StoreError` if the merge could not be made
             durable; then nothing of it was applied, except when a store
             across a network lost its answer (a timeout), in which case
@@ -193,4 +222,22 @@ class IConnectedStore(Interface):
         (an unreachable server, a wrong password, data kept nowhere on
         disk) are logged when the HALP server starts.  Called by
         ``twistd halp`` once it is running (after any fork); idempotent.
+        """
+
+
+class IProber(Interface):
+    """
+    Confirms that a host named by an entry is there, before a server
+    serves the entry (see :mod:`halp.verify`).
+    """
+
+    def probe(host: str, port: int, halp: bool) -> Deferred[None]:
+        """
+        Reach ``host port`` once.
+
+        :param halp: whether the entry claims a HALP server (a ``halp``
+            label), which must then answer ``hello`` as one.
+        :return: a Deferred firing with ``None`` once the host answered,
+            or failing with :class:`halp.verify.ProbeFailed` saying why
+            not (refused, timed out, not HALP, not routable).
         """

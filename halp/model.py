@@ -477,6 +477,17 @@ _V6_SPECIAL: list[tuple[ipaddress.IPv6Network, str, bool]] = [
     ]
 ]
 
+#: The tables as integer ranges, which are much faster to test than
+#: ``address in network``.
+_V4_RANGES = [
+    (int(net.network_address), int(net.broadcast_address), name, usable)
+    for net, name, usable in _V4_SPECIAL
+]
+_V6_RANGES = [
+    (int(net.network_address), int(net.broadcast_address), name, usable)
+    for net, name, usable in _V6_SPECIAL
+]
+
 _V6_GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _SIX_TO_FOUR = ipaddress.IPv6Network("2002::/16")
@@ -512,16 +523,18 @@ def special_block(host: str) -> tuple[str, bool] | None:
             if inner is None:
                 return None
             return f"{form} {inner[0]}", inner[1]
-        for net6, name, usable in _V6_SPECIAL:
-            if address in net6:
+        value = int(address)
+        for low, high, name, usable in _V6_RANGES:
+            if low <= value <= high:
                 return name, usable
         if address not in _V6_GLOBAL_UNICAST:
             return "reserved by the IETF, outside 2000::/3 (RFC 4291)", True
         return None
     if address in _V4_GLOBAL_EXCEPTIONS:
         return None
-    for net4, name, usable in _V4_SPECIAL:
-        if address in net4:
+    value = int(address)
+    for low, high, name, usable in _V4_RANGES:
+        if low <= value <= high:
             return name, usable
     return None
 

@@ -92,14 +92,16 @@ def parse_store_spec(spec: str) -> StoreSpec:
 def check_store(spec: StoreSpec) -> None:
     """
     Make sure the store of ``spec`` can be opened: create a missing SQLite
-    database, upgrade an old one, refuse a foreign or newer one.
+    database, upgrade an old one, refuse a foreign, newer or damaged one
+    (read through once with ``PRAGMA quick_check``) and one that HALP could
+    not write to.  A refused file is left as it was.
 
     :raises halp.error.StoreError: with a one-line explanation.
     """
     if spec.kind == "sqlite":
         from halp.store.sqlite import open_database
 
-        open_database(spec.path, spec.options["synchronous"]).close()
+        open_database(spec.path, spec.options["synchronous"], check=True).close()
     elif spec.kind == "redis":
         try:
             import txredisapi  # noqa: F401

@@ -27,6 +27,7 @@ from halp.model import (
     label_parent,
 )
 from halp.store.cursor import make_cursor, parse_cursor
+from halp.store.group import source_group
 
 __all__ = ["MemoryStore"]
 
@@ -37,33 +38,65 @@ _IndexKey = tuple[int, str]
 
 
 class _Row:
-    """An entry's confirmed time, change-feed position and provenance."""
+    """An entry's confirmed time, change-feed position, provenance and
+    network group (:func:`~halp.model.address_group` of its source)."""
 
-    __slots__ = ("ts", "seq", "source", "via")
+    __slots__ = ("ts", "seq", "source", "via", "group")
 
-    def __init__(self, ts: int, seq: int, source: str, via: str) -> None:
+    def __init__(self, ts: int, seq: int, source: str, via: str, group: str) -> None:
         self.ts = ts
         self.seq = seq
         self.source = source
         self.via = via
+        self.group = group
 
 
 class _Label:
-    __slots__ = ("rows", "order")
+    """
+    A label's entries: by address, in serving order, and in serving order
+    per network group (group ``""`` is exempt from quotas and not kept
+    there), so that a group's count and oldest entry cost ``O(1)``.
+    """
+
+    __slots__ = ("rows", "order", "groups")
 
     def __init__(self) -> None:
         self.rows: dict[tuple[str, int], _Row] = {}
         self.order: SortedList[_EntryKey] = SortedList()
+        self.groups: dict[str, SortedList[_EntryKey]] = {}
+
+    def add(self, host: str, port: int, row: _Row) -> None:
+        key = (-row.ts, host, port)
+        self.rows[(host, port)] = row
+        self.order.add(key)
+        if row.group:
+            members = self.groups.get(row.group)
+            if members is None:
+                members = self.groups[row.group] = SortedList()
+            members.add(key)
 
     def remove(self, host: str, port: int) -> _Row | None:
         row = self.rows.pop((host, port), None)
         if row is not None:
-            self.order.remove((-row.ts, host, port))
+            key = (-row.ts, host, port)
+            self.order.remove(key)
+            if row.group:
+                members = self.groups[row.group]
+                members.remove(key)
+                if not members:
+                    del self.groups[row.group]
         return row
 
     def oldest(self) -> tuple[str, int]:
         _, host, port = self.order[-1]
         return (host, port)
+
+    def group_excess(self, group: str, limit: int) -> list[tuple[str, int]]:
+        """The oldest entries of ``group`` beyond the first ``limit``."""
+        members = self.groups.get(group)
+        if members is None or len(members) <= limit:
+            return []
+        return [(host, port) for _, host, port in members[limit:]]
 
 
 @implementer(IHostStore)
@@ -93,16 +126,23 @@ class MemoryStore:
         if row is not None:
             del self._feed[row.seq]
 
-    def merge(self, changes: Sequence[Change], max_entries: int) -> Deferred[list[Merged]]:
+    def merge(
+        self, changes: Sequence[Change], max_entries: int, max_per_group: int = 0
+    ) -> Deferred[list[Merged]]:
         results: list[Merged] = []
         touched: dict[str, list[int]] = {}
-        for change in changes:
+        # Where each (label, host, port) was merged so far, to report the
+        # entries that the group quota evicts.
+        where: dict[tuple[str, str, int], list[int]] = {}
+        for i, change in enumerate(changes):
             label, entry = change.label, change.entry
             table = self._labels.get(label)
             if table is None:
                 table = self._labels[label] = _Label()
-            touched.setdefault(label, []).append(len(results))
+            touched.setdefault(label, []).append(i)
             address = entry.address
+            if max_per_group > 0:
+                where.setdefault((label, *address), []).append(i)
             row = table.rows.get(address)
             if row is not None and row.ts >= entry.timestamp:
                 results.append(Merged(row.ts, False))
@@ -110,10 +150,19 @@ class MemoryStore:
             if row is not None:
                 self._drop(label, table, *address)
             self._seq += 1
-            table.rows[address] = _Row(entry.timestamp, self._seq, change.source, change.via)
-            table.order.add((-entry.timestamp, entry.host, entry.port))
+            group = source_group(change.source)
+            table.add(
+                entry.host,
+                entry.port,
+                _Row(entry.timestamp, self._seq, change.source, change.via, group),
+            )
             self._feed[self._seq] = (label, entry.host, entry.port)
             results.append(Merged(entry.timestamp, True))
+            if max_per_group > 0 and group:
+                for victim in table.group_excess(group, max_per_group):
+                    self._drop(label, table, *victim)
+                    for j in where.get((label, *victim), ()):
+                        results[j] = Merged(None, False)
         for label, positions in touched.items():
             table = self._labels[label]
             evicted = set()

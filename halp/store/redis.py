@@ -18,14 +18,22 @@ label's keys.  Several deployments (prefixes) spread over a Cluster's slots.
 ``P:meta`` (hash)
     ``version`` of this layout, ``epoch`` of the change numbering and
     ``node``, the name the processes announce in ``hello`` (both chosen at
-    random by whichever process creates the data set), and ``seq``, the
-    last change number given.
+    random by whichever process creates the data set), ``seq``, the
+    last change number given, and ``regroup`` while the upgrade from
+    layout 1 is unfinished (see below).
 ``P:e:LABEL`` (sorted set)
     The entries of ``LABEL``: member ``HOST PORT`` (port zero-padded to five
     digits), score minus the confirmed time, so that the natural order is
     newest first with ties by host, then port.
 ``P:d:LABEL`` (hash)
-    Provenance of each entry: ``SOURCE<tab>VIA``.
+    Provenance of each entry: ``SOURCE<tab>VIA<tab>GROUP``, where ``GROUP``
+    is :func:`~halp.model.address_group` of ``SOURCE`` (``""`` for none).
+``P:g:LABEL GROUP`` (sorted set)
+    The entries of ``LABEL`` whose group is ``GROUP`` (never ``""``: that
+    group has no quota), as in ``P:e:LABEL``, for the per-group quota of
+    :meth:`~halp.interfaces.IHostStore.merge`: the count is a ``ZCARD`` and
+    the oldest are at the end.  Labels hold no space, so the key is
+    unambiguous.
 ``P:feed`` (sorted set)
     The change feed: member ``LABEL<newline>HOST PORT``, score its change
     number.
@@ -37,6 +45,15 @@ label's keys.  Several deployments (prefixes) spread over a Cluster's slots.
     purges and the census.
 ``P:state`` (hash)
     :meth:`RedisStore.get_state` documents.
+
+Layout 1 had no ``P:g:`` keys and no group in ``P:d:``.  The first process
+of layout 2 to connect marks such a data set as version 2 with
+``regroup`` (``init.lua``), and every process that finds ``regroup`` set
+computes the groups of the entries without one in the background, while
+serving (``regroup.lua``); until then such an entry counts
+towards no quota.  Stop every process of layout 1 before starting one of
+layout 2: one still running would write entries without a group, and
+evict or remove entries without leaving their ``P:g:`` set.
 
 Connection
 ----------
@@ -70,6 +87,7 @@ from halp.error import StoreError, StoreSchemaError
 from halp.interfaces import IConnectedStore, IHostStore
 from halp.model import Census, Change, ChangePage, Entry, LabelCount, LabelInfo, Merged
 from halp.store.cursor import make_cursor, split_cursor
+from halp.store.group import source_group
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -80,8 +98,9 @@ __all__ = [
     "parse_redis_url",
 ]
 
-#: The version of the key layout this code reads and writes.
-LAYOUT_VERSION = 1
+#: The version of the key layout this code reads and writes: 2 keeps each
+#: entry's network group (``P:g:``), for the per-group quota.
+LAYOUT_VERSION = 2
 #: Key prefix without ``?prefix=``.
 DEFAULT_PREFIX = "halp:"
 #: Seconds Redis has to answer an operation (``?timeout=``).
@@ -244,6 +263,13 @@ def _number(value: object) -> int:
         return int(float(text))
 
 
+def _provenance(value: object) -> tuple[str, str]:
+    """``SOURCE<tab>VIA<tab>GROUP`` (or, of layout 1, without the group)
+    as ``(source, via)``."""
+    source, _, rest = str(value).partition("\t")
+    return source, rest.partition("\t")[0]
+
+
 def _pairs(reply: Sequence[str]) -> list[tuple[str, int]]:
     """``WITHSCORES`` replies: members with their times (minus the score)."""
     return [(reply[i], -_number(reply[i + 1])) for i in range(0, len(reply), 2)]
@@ -345,15 +371,29 @@ class RedisStore:
         self._closed = False
         self._pending: set[Deferred[Any]] = set()
         self._drained: list[Deferred[None]] = []
+        # The upgrade from layout 1: whether the data set says it is
+        # unfinished, whether this process is finishing it, and who waits.
+        self._regroup_wanted = False
+        self._regrouping = False
+        self._regroup_waiters: list[Deferred[None]] = []
 
     # -- IHostStore ----------------------------------------------------------
 
-    def merge(self, changes: Sequence[Change], max_entries: int) -> Deferred[list[Merged]]:
+    def merge(
+        self, changes: Sequence[Change], max_entries: int, max_per_group: int = 0
+    ) -> Deferred[list[Merged]]:
         if not changes:
             return self._guard(succeed([]))
-        args: list[object] = [max_entries, _new_epoch()]
+        args: list[object] = [max_entries, _new_epoch(), LAYOUT_VERSION, max_per_group]
         for c in changes:
-            args += [c.label, _member(c.entry.host, c.entry.port), c.entry.timestamp, c.source, c.via]
+            args += [
+                c.label,
+                _member(c.entry.host, c.entry.port),
+                c.entry.timestamp,
+                c.source,
+                c.via,
+                source_group(c.source),
+            ]
 
         def merged(reply: list[int]) -> list[Merged]:
             return [
@@ -398,7 +438,7 @@ class RedisStore:
             found = []
             for i in range(3, len(reply), 4):
                 label, member, ts, provenance = reply[i : i + 4]
-                source, _, via = str(provenance).partition("\t")
+                source, via = _provenance(provenance)
                 found.append(Change(label, Entry(_number(ts), *_address(member)), source, via))
             return ChangePage(found, make_cursor(reply[0], _number(reply[1])), bool(reply[2]))
 
@@ -631,8 +671,10 @@ class RedisStore:
                 yield protocol.execute_command("AUTH", *login, self.url.password)
             if self.url.db:
                 yield protocol.execute_command("SELECT", self.url.db)
-            version, node = yield protocol.eval(
-                _source("init"), self._keys, [self._prefix, _new_epoch(), secrets.token_hex(8)]
+            version, node, regroup = yield protocol.eval(
+                _source("init"),
+                self._keys,
+                [self._prefix, _new_epoch(), secrets.token_hex(8), LAYOUT_VERSION],
             )
             if _number(version) > LAYOUT_VERSION:
                 raise StoreSchemaError(
@@ -640,6 +682,7 @@ class RedisStore:
                     f" newer than this HALP supports ({LAYOUT_VERSION}); upgrade HALP"
                 )
             self.shared_node = str(node)
+            self._regroup_wanted = bool(_number(regroup))
             if not self._checked:
                 yield self._check_server(protocol)
                 self._checked = True
@@ -695,6 +738,98 @@ class RedisStore:
                 seconds=self._clock.seconds() - self._down_since,
             )
             self._down_since = None
+        if self._regroup_wanted and not self._regrouping:
+            self._start_regroup()
+
+    # -- the upgrade from layout 1 -------------------------------------------
+
+    def _start_regroup(self) -> None:
+        self._regrouping = True
+
+        def ended(outcome: object) -> None:
+            self._regrouping = False
+            if isinstance(outcome, Failure):
+                if self._closed:
+                    pass
+                elif outcome.check(StoreError):
+                    self._log.warn(
+                        "Upgrading the data under prefix {prefix} to layout {layout}"
+                        " stopped ({error}); it goes on once Redis is back",
+                        prefix=self.url.prefix,
+                        layout=LAYOUT_VERSION,
+                        error=outcome.getErrorMessage(),
+                    )
+                else:
+                    self._log.failure(
+                        "Upgrading the data under prefix {prefix} to layout {layout} failed",
+                        outcome,
+                        prefix=self.url.prefix,
+                        layout=LAYOUT_VERSION,
+                    )
+            else:
+                self._regroup_wanted = False
+                self._log.info(
+                    "Upgraded the data under prefix {prefix} to layout {layout}:"
+                    " {count} entries got their network group",
+                    prefix=self.url.prefix,
+                    layout=LAYOUT_VERSION,
+                    count=outcome,
+                )
+            waiters, self._regroup_waiters = self._regroup_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+        self._regroup().addBoth(ended)
+
+    def _regrouped(self) -> Deferred[None]:
+        """A Deferred firing once this process is not finishing the upgrade
+        from layout 1 (done, or stopped by a lost connection)."""
+        if not self._regrouping:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._regroup_waiters.append(waiter)
+        return waiter
+
+    @inlineCallbacks
+    def _regroup(self) -> Any:
+        """
+        Finish the upgrade from layout 1: give every entry of layout 1 its
+        network group, computed by :func:`~halp.model.address_group` (which
+        Lua cannot do), one label and one page of its entries per script.
+
+        The process serves meanwhile: an entry without a group counts
+        towards no quota until it has one (or a merge moves it forward).
+        Every process that finds the upgrade unfinished takes part (or
+        starts over, after a lost connection); ``regroup.lua`` leaves alone
+        what a merge changed since it was read, so that is harmless.  It
+        fires with the number of entries that got a group here.
+        """
+        regrouped = 0
+        labels_cursor = "0"
+        while True:
+            labels_cursor, labels = yield self._command(
+                "upgrade", "ZSCAN", self._prefix + "low", labels_cursor, "COUNT", 100
+            )
+            for label in labels[::2]:
+                cursor = "0"
+                while True:
+                    cursor, fields = yield self._command(
+                        "upgrade", "HSCAN", self._prefix + "d:" + label, cursor, "COUNT", 500
+                    )
+                    args: list[object] = [label]
+                    for k in range(0, len(fields), 2):
+                        member, value = fields[k], str(fields[k + 1])
+                        if value.count("\t") == 1:
+                            group = source_group(value.partition("\t")[0])
+                            args += [member, value, group]
+                    if len(args) > 1:
+                        regrouped += _number((yield self._eval("regroup", args)))
+                    if str(cursor) == "0":
+                        break
+            if str(labels_cursor) == "0":
+                break
+        yield self._command("upgrade", "HDEL", self._prefix + "meta", "regroup")
+        return regrouped
 
     def _lost(self, protocol: Any, why: Failure) -> None:
         self._forget(protocol, f"connection lost ({why.getErrorMessage()})")

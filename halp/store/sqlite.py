@@ -15,6 +15,7 @@ survives a power loss.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from dataclasses import dataclass
 from importlib import resources
@@ -42,11 +43,12 @@ from halp.model import (
     label_parent,
 )
 from halp.store.cursor import make_cursor, parse_cursor
+from halp.store.group import source_group
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "open_database"]
 
 #: The schema version this code reads and writes.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: ``PRAGMA synchronous`` values an operator may choose.
 SYNCHRONOUS_MODES = ("full", "normal")
@@ -61,32 +63,174 @@ def _schema(name: str) -> str:
     return resources.files("halp.store").joinpath("schema").joinpath(name).read_text("utf-8")
 
 
-def open_database(path: str, synchronous: str = "full") -> sqlite3.Connection:
+# SQLite's primary result codes (the low byte of an extended code).
+_SQLITE_CORRUPT = 11
+_SQLITE_FULL = 13
+_SQLITE_NOTADB = 26
+_SQLITE_READONLY = 8
+
+#: How SQLite words the two errors that mean the file itself is bad, for
+#: Pythons before 3.11, whose exceptions carry no result code.
+_DAMAGED_MESSAGES = ("database disk image is malformed", "file is not a database")
+
+
+def _primary_code(e: BaseException) -> int | None:
+    code = getattr(e, "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else None
+
+
+def _is_damaged(e: BaseException) -> bool:
+    """
+    Whether ``e`` says that a database file is damaged or is not a
+    database at all (``SQLITE_CORRUPT``, ``SQLITE_NOTADB``), as opposed to
+    a problem around it: permissions, locks, a full disk, an I/O error.
+    """
+    code = _primary_code(e)
+    if code is not None:
+        return code in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+    return any(m in str(e) for m in _DAMAGED_MESSAGES)
+
+
+def _is_full(e: BaseException) -> bool:
+    code = _primary_code(e)
+    return code == _SQLITE_FULL if code is not None else "disk is full" in str(e)
+
+
+def _check_access(path: str) -> None:
+    """
+    Refuse, before SQLite touches anything, a database that HALP could not
+    write to: a missing directory, a directory where SQLite cannot create
+    the ``-wal`` and ``-shm`` files of WAL mode, a file that is not
+    readable and writable.  (SQLite would open a read-only file and fail
+    on every write.)
+
+    :raises StoreError: with a one-line explanation and what to do.
+    """
+    directory = os.path.dirname(path) or "."
+    # As the effective user, the one SQLite's open() will run as.
+    effective = os.access in os.supports_effective_ids
+    if not os.path.isdir(directory):
+        what = "is not a directory" if os.path.exists(directory) else "does not exist"
+        raise StoreError(
+            f"cannot use {path!r}: its directory {directory!r} {what}; "
+            "create it or choose another path"
+        )
+    if os.path.isdir(path):
+        raise StoreError(f"{path!r} is a directory; give the path of a database file")
+    if os.path.exists(path) and not os.access(
+        path, os.R_OK | os.W_OK, effective_ids=effective
+    ):
+        raise StoreError(
+            f"{path!r} is not readable and writable (read-only file or file "
+            "system); give the user HALP runs as read and write access to it"
+        )
+    if not os.access(directory, os.W_OK | os.X_OK, effective_ids=effective):
+        raise StoreError(
+            f"cannot use {path!r}: its directory {directory!r} is not writable "
+            "(SQLite creates the -wal and -shm files beside the database); "
+            "give the user HALP runs as write access to it"
+        )
+
+
+def _quick_check(conn: sqlite3.Connection) -> None:
+    """
+    ``PRAGMA quick_check``: read every page once (about 0.3 s per million
+    entries) and refuse a damaged database before it is used.
+    """
+    problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check(1)")]
+    if problems != ["ok"]:
+        found = " ".join(problems[0].replace("*** in database main ***", "").split())
+        raise sqlite3.DatabaseError(f"database disk image is malformed ({found})")
+
+
+def _open_error(e: sqlite3.Error, path: str) -> StoreError:
+    """The one-line :class:`StoreError` for an error while opening ``path``."""
+    why = " ".join(str(e).split())
+    if _is_damaged(e):
+        return StoreSchemaError(
+            f"{path!r} is not a usable HALP database: {why}; move it (and any -wal "
+            "and -shm file beside it) away to start an empty one, or restore a backup"
+        )
+    if _primary_code(e) == _SQLITE_READONLY or "readonly database" in str(e):
+        return StoreError(
+            f"cannot write to {path!r}: {why}; give the user HALP runs as write "
+            "access to it and to its directory"
+        )
+    if _is_full(e):
+        return StoreError(f"cannot open {path!r}: {why}; free some space")
+    return StoreError(f"cannot open SQLite database {path!r}: {why}")
+
+
+def open_database(
+    path: str, synchronous: str = "full", *, check: bool = False
+) -> sqlite3.Connection:
     """
     Open (creating if needed) a HALP database and bring its schema to
     :data:`SCHEMA_VERSION`.
 
-    :raises StoreSchemaError: if the file is not a HALP database or was
-        written by a newer HALP.
-    :raises StoreError: if SQLite cannot open it.
+    :param check: first read the whole database once (``PRAGMA
+        quick_check``), so that damage anywhere in it is found now rather
+        than by some later request.
+    :raises StoreSchemaError: if the file is not a HALP database, was
+        written by a newer HALP, or is damaged (truncated, overwritten):
+        something about the file itself, which no retry will mend.
+    :raises StoreError: if the file cannot be used where it is (missing or
+        read-only directory, read-only file, locked, disk full, I/O error).
     """
     if synchronous not in SYNCHRONOUS_MODES:
         raise StoreError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}")
+    if path == ":memory:":
+        return _open(path, synchronous, check)
+    _check_access(path)
+    guard = _guard(path)
+    try:
+        return _open(path, synchronous, check)
+    finally:
+        if guard is not None:
+            guard.close()
+
+
+def _guard(path: str) -> sqlite3.Connection | None:
+    """
+    A read-only connection to a database that has a ``-wal`` file, held
+    while the database is checked: the last connection to a WAL database
+    to close copies the ``-wal`` file into the database and deletes it,
+    which a refused file (say, one of a newer HALP that was killed) should
+    not undergo.  A read-only connection never does that.
+    """
+    from urllib.parse import quote
+
+    if not os.path.isfile(path) or not os.path.exists(path + "-wal"):
+        return None
+    try:
+        guard = sqlite3.connect(f"file:{quote(os.path.abspath(path))}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        guard.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+    except sqlite3.Error:
+        pass
+    return guard
+
+
+def _open(path: str, synchronous: str, check: bool) -> sqlite3.Connection:
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as e:
-        raise StoreError(f"cannot open SQLite database {path!r}: {e}") from None
+        raise _open_error(e, path) from None
     try:
         conn.execute("PRAGMA busy_timeout = 5000")
         conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+        if check:
+            _quick_check(conn)
         # Check (and create or upgrade) the schema before anything that
         # writes to the file: a foreign database is refused untouched.
         _migrate(conn, path)
         if path != ":memory:":
             conn.execute("PRAGMA journal_mode = WAL")
-    except sqlite3.DatabaseError as e:
+    except sqlite3.Error as e:
         conn.close()
-        raise StoreSchemaError(f"{path!r} is not a usable HALP database: {e}") from None
+        raise _open_error(e, path) from None
     except StoreError:
         conn.close()
         raise
@@ -117,6 +261,8 @@ def _migrate(conn: sqlite3.Connection, path: str) -> None:
             f"{path!r} has schema version {version}, newer than this HALP "
             f"supports ({SCHEMA_VERSION}); upgrade HALP"
         )
+    # upgrade-to-v4.sql computes each entry's network group from its source.
+    conn.create_function("halp_address_group", 1, source_group, deterministic=True)
     while version < SCHEMA_VERSION:
         version += 1
         conn.executescript(
@@ -188,15 +334,25 @@ def _store_failure(e: sqlite3.Error, doing: str) -> Failure:
 
 
 def _merge(
-    conn: sqlite3.Connection, changes: Sequence[Change], max_entries: int
+    conn: sqlite3.Connection,
+    changes: Sequence[Change],
+    max_entries: int,
+    max_per_group: int = 0,
 ) -> list[Merged]:
     (seq,) = conn.execute("SELECT seq FROM feed_state").fetchone()
     results: list[Merged] = []
     touched: dict[str, list[int]] = {}
+    # Entries added to each label, less those the group quota evicted.
+    grown: dict[str, int] = {}
+    # Where each (label, host, port) was merged so far, to report the
+    # entries that the group quota evicts.
+    where: dict[tuple[str, str, int], list[int]] = {}
     for i, change in enumerate(changes):
         label, entry = change.label, change.entry
         touched.setdefault(label, []).append(i)
         key = (label, entry.host, entry.port)
+        if max_per_group > 0:
+            where.setdefault(key, []).append(i)
         old = conn.execute(
             "SELECT ts FROM entries WHERE label = ? AND host = ? AND port = ?", key
         ).fetchone()
@@ -204,21 +360,41 @@ def _merge(
             results.append(Merged(old[0], False))
             continue
         seq += 1
+        group = source_group(change.source)
         conn.execute(
-            "INSERT INTO entries (label, host, port, ts, seq, source, via)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (label, host, port) DO UPDATE"
+            "INSERT INTO entries (label, host, port, ts, seq, source, via, grp)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (label, host, port) DO UPDATE"
             " SET ts = excluded.ts, seq = excluded.seq, source = excluded.source,"
-            " via = excluded.via",
-            (*key, entry.timestamp, seq, change.source, change.via),
+            " via = excluded.via, grp = excluded.grp",
+            (*key, entry.timestamp, seq, change.source, change.via, group),
         )
         if old is None:
-            conn.execute(
-                "INSERT INTO labels (name, parent, ts, entries) VALUES (?, ?, 0, 1)"
-                " ON CONFLICT (name) DO UPDATE SET entries = entries + 1",
-                (label, label_parent(label)),
-            )
+            grown[label] = grown.get(label, 0) + 1
         results.append(Merged(entry.timestamp, True))
+        if max_per_group > 0 and group:
+            # The group's entries in the label beyond the quota, which are
+            # its oldest (the same order and ties as the cap).
+            victims = conn.execute(
+                "SELECT host, port FROM entries INDEXED BY entries_group"
+                " WHERE label = ? AND grp = ? ORDER BY ts DESC, host, port"
+                " LIMIT -1 OFFSET ?",
+                (label, group, max_per_group),
+            ).fetchall()
+            if victims:
+                conn.executemany(
+                    "DELETE FROM entries WHERE label = ? AND host = ? AND port = ?",
+                    [(label, host, port) for host, port in victims],
+                )
+                grown[label] = grown.get(label, 0) - len(victims)
+                for host, port in victims:
+                    for j in where.get((label, host, port), ()):
+                        results[j] = Merged(None, False)
     conn.execute("UPDATE feed_state SET seq = ?", (seq,))
+    conn.executemany(
+        "INSERT INTO labels (name, parent, ts, entries) VALUES (?, ?, 0, ?)"
+        " ON CONFLICT (name) DO UPDATE SET entries = entries + excluded.entries",
+        [(label, label_parent(label), n) for label, n in grown.items() if n],
+    )
     for label, positions in touched.items():
         row = conn.execute("SELECT entries FROM labels WHERE name = ?", (label,)).fetchone()
         count = row[0] if row is not None else 0
@@ -389,9 +565,11 @@ class SQLiteStore:
 
     # The IHostStore methods: each queues one operation.
 
-    def merge(self, changes: Sequence[Change], max_entries: int) -> Deferred[list[Merged]]:
+    def merge(
+        self, changes: Sequence[Change], max_entries: int, max_per_group: int = 0
+    ) -> Deferred[list[Merged]]:
         changes = tuple(changes)
-        return self._submit(lambda c: _merge(c, changes, max_entries), True)
+        return self._submit(lambda c: _merge(c, changes, max_entries, max_per_group), True)
 
     def changes(self, cursor: str, limit: int, since: int) -> Deferred[ChangePage]:
         return self._submit(lambda c: _changes(c, cursor, limit, since), False)
@@ -493,11 +671,41 @@ class SQLiteStore:
                 conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
-            # The connection may be unusable (I/O error): start afresh.
-            conn.close()
-            self._conn = None
-            return [failure] * len(batch)
+            results = [failure] * len(batch)
+            if writes and not all(op.write for op in batch):
+                results = self._reread(conn, batch, results)
+            if not _is_full(e):
+                # The connection may be unusable (I/O error): start afresh.
+                # On a full disk it is fine, and keeping it keeps the -wal
+                # and -shm files open: reopening would have to create them.
+                conn.close()
+                self._conn = None
+            return results
         return results
+
+    def _reread(
+        self, conn: sqlite3.Connection, batch: list[_Op[Any]], results: list[object]
+    ) -> list[object]:
+        """
+        After a write transaction failed (a full disk, most often), run the
+        reads of its batch again on their own, so that they are answered:
+        reading needs no space.  They could not keep what they read in the
+        failed transaction, which included writes that did not commit.
+        """
+        reread = list(results)
+        try:
+            conn.execute("BEGIN")
+            for i, op in enumerate(batch):
+                if not op.write:
+                    reread[i] = self._run_one(conn, op)
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            return results
+        return reread
 
     @staticmethod
     def _run_one(conn: sqlite3.Connection, op: _Op[Any]) -> object:
@@ -505,6 +713,10 @@ class SQLiteStore:
         try:
             result = op.work(conn)
         except Exception as e:
+            if isinstance(e, sqlite3.Error) and not conn.in_transaction:
+                # SQLite rolled the whole transaction back (I/O error, full
+                # disk, no memory): the batch fails, with this error.
+                raise
             failure = _store_failure(e, "operation") if isinstance(e, sqlite3.Error) else Failure()
             failure.cleanFailure()
             if conn.in_transaction:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import itertools
 import os
+import random
 from typing import Any, Generator
 
 from twisted.internet import reactor
@@ -21,8 +22,9 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from halp.core import HALPCore
 from halp.error import StoreError
 from halp.interfaces import IConnectedStore, IHostStore
-from halp.model import Change, Entry
+from halp.model import Change, Entry, Merged
 from halp.store import insert_entries, parse_store_spec
+from halp.store.memory import MemoryStore
 from halp.store.redis import (
     RedisStore,
     RedisURL,
@@ -57,6 +59,10 @@ class RedisStoreTests(StoreContractMixin, TestCase):
 
     def make_store(self) -> IHostStore:
         return RedisStore(reactor, fresh_url(shared_redis()))
+
+    def reopen_store(self, store: IHostStore) -> IHostStore:
+        assert isinstance(store, RedisStore)
+        return RedisStore(reactor, store.url)
 
 
 class URLTests(SynchronousTestCase):
@@ -192,6 +198,10 @@ class RedisClusterTests(StoreContractMixin, TestCase):
         self.url = fresh_url(server)
         return RedisStore(reactor, self.url)
 
+    def reopen_store(self, store: IHostStore) -> IHostStore:
+        assert isinstance(store, RedisStore)
+        return RedisStore(reactor, store.url)
+
     def tearDown(self) -> None:
         server = RedisClusterTests.server
         assert server is not None
@@ -315,6 +325,98 @@ class RedisServerTests(TestCase):
         self.assertEqual(len((yield store.get("a", 0, 10, 0))), 1)
         self.assertIn("Using Redis unknown", logs.text())
         self.assertIn("Cannot read Redis's settings", logs.text())
+
+    @inlineCallbacks
+    def test_upgrade_from_layout_1_gives_old_entries_their_groups(self) -> Gen:
+        server = shared_redis()
+        url = fresh_url(server)
+        p = url.key_prefix
+        members = [f"192.0.2.1 {port:05d}" for port in range(1, 5)]
+        # A data set as a HALP of layout 1 wrote it: provenance without a
+        # group, and no P:g: keys.
+        provenance = ["1.2.3.4\t", "1.2.200.9\t192.0.2.9:7100", "\t", "10.0.0.1\t"]
+        server.call("HSET", p + "meta", "version", "1", "epoch", "0123456789abcdef", "node", "n1", "seq", "4")
+        server.call("ZADD", p + "e:a", *(x for i, m in enumerate(members) for x in (str(-10 * (i + 1)), m)))
+        server.call("HSET", p + "d:a", *(x for m, v in zip(members, provenance) for x in (m, v)))
+        server.call("ZADD", p + "feed", *(x for i, m in enumerate(members) for x in (str(i + 1), "a\n" + m)))
+        server.call("ZADD", p + "low", "10", "a")
+        server.call("ZADD", p + "ix", "-40", "a")
+        server.call("ZADD", p + "i:", "-40", "a")
+        logs = LogCatcher(self)
+        store = self.make(url)
+        yield store.get("a", 0, 1, 0)
+        yield store._regrouped()
+        self.assertIn(
+            f"Upgraded the data under prefix {url.prefix} to layout 2: 4 entries got their network group",
+            logs.text(),
+        )
+        self.assertEqual(server.call("HGET", p + "meta", "version"), b"$1\r\n2\r\n")
+        self.assertEqual(server.call("HEXISTS", p + "meta", "regroup"), b":0\r\n")
+        self.assertEqual(
+            server.call("HGET", p + "d:a", members[1]), b"$31\r\n1.2.200.9\t192.0.2.9:7100\tv4:1.2\r\n"
+        )
+        self.assertEqual(server.call("ZCARD", p + "g:a v4:1.2"), b":2\r\n")
+        self.assertEqual(server.call("ZCARD", p + "g:a host:10.0.0.1"), b":1\r\n")
+        # The old entries count: a third of v4:1.2 evicts the group's oldest.
+        merged = yield store.merge([Change("a", Entry(50, "192.0.2.1", 5), "1.2.0.1")], 100, 2)
+        self.assertEqual(merged, [Merged(50, True)])
+        got = yield store.get("a", 0, 10, 0)
+        self.assertEqual([e.port for e in got], [5, 4, 3, 2])
+        page = yield store.changes("", 10, 0)
+        self.assertEqual(
+            page.changes,
+            [
+                Change("a", Entry(20, "192.0.2.1", 2), "1.2.200.9", "192.0.2.9:7100"),
+                Change("a", Entry(30, "192.0.2.1", 3)),
+                Change("a", Entry(40, "192.0.2.1", 4), "10.0.0.1"),
+                Change("a", Entry(50, "192.0.2.1", 5), "1.2.0.1"),
+            ],
+        )
+        # Another process finds nothing left to do.
+        other = self.make(url)
+        yield other.get("a", 0, 1, 0)
+        self.assertFalse(other._regroup_wanted)
+
+    @inlineCallbacks
+    def test_agrees_with_the_memory_store(self) -> Gen:
+        """Random merges (with quotas), removals and purges: the Lua scripts
+        give the answers of the memory store, the model of every store."""
+        rng = random.Random(20240611)
+        store = self.make(fresh_url(shared_redis()))
+        model = MemoryStore()
+        labels = ["a", "b", "a/x"]
+        sources = ["", "1.2.3.4", "1.2.9.9", "8.8.8.8", "10.0.0.1", "2a00:1450::1"]
+        for step in range(400):
+            kind = rng.random()
+            if kind < 0.85:
+                changes = [
+                    Change(
+                        rng.choice(labels),
+                        Entry(rng.randrange(60), rng.choice(["192.0.2.1", "h.example"]), rng.randrange(1, 6)),
+                        rng.choice(sources),
+                    )
+                    for _ in range(rng.randrange(10))
+                ]
+                cap, quota = rng.randrange(1, 8), rng.randrange(4)
+                expected = yield model.merge(changes, cap, quota)
+                actual = yield store.merge(changes, cap, quota)
+            elif kind < 0.95:
+                label = rng.choice(labels)
+                addresses = [("192.0.2.1", rng.randrange(1, 6)) for _ in range(3)]
+                expected = yield model.remove(label, addresses)
+                actual = yield store.remove(label, addresses)
+            else:
+                before = rng.randrange(30)
+                expected = yield model.purge(before)
+                actual = yield store.purge(before)
+            self.assertEqual(actual, expected, step)
+            for label in labels:
+                expected = yield model.get(label, 0, 100, 0)
+                actual = yield store.get(label, 0, 100, 0)
+                self.assertEqual(actual, expected, (step, label))
+        expected = yield model.changes("", 1000, 0)
+        actual = yield store.changes("", 1000, 0)
+        self.assertEqual(actual.changes, expected.changes)
 
     @inlineCallbacks
     def test_state_text_that_looks_like_a_number_stays_text(self) -> Gen:

@@ -6,6 +6,7 @@ agreement with the memory store under random operations.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from contextlib import closing
 from importlib import resources
@@ -21,13 +22,19 @@ from hypothesis.stateful import (
 )
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from halp.error import StoreError, StoreSchemaError
-from halp.model import Change, Entry, LabelInfo
-from halp.store import insert_entries
+from halp.model import Change, Entry, LabelInfo, Merged
+from halp.store import check_store, insert_entries, parse_store_spec
 from halp.store.memory import MemoryStore
-from halp.store.sqlite import SCHEMA_VERSION, InlineRunner, SQLiteStore, open_database
+from halp.store.sqlite import (
+    SCHEMA_VERSION,
+    InlineRunner,
+    SQLiteStore,
+    _open_error,
+    open_database,
+)
 
 T = TypeVar("T")
 
@@ -70,8 +77,8 @@ def _version(path: str) -> int:
 
 
 class SchemaTests(SynchronousTestCase):
-    def test_current_version_is_3(self) -> None:
-        self.assertEqual(SCHEMA_VERSION, 3)
+    def test_current_version_is_4(self) -> None:
+        self.assertEqual(SCHEMA_VERSION, 4)
 
     def test_every_upgrade_script_is_shipped(self) -> None:
         schema = resources.files("halp.store").joinpath("schema")
@@ -82,7 +89,7 @@ class SchemaTests(SynchronousTestCase):
     def test_new_database_has_every_table(self) -> None:
         path = self.mktemp()
         open_database(path).close()
-        self.assertEqual(_version(path), 3)
+        self.assertEqual(_version(path), SCHEMA_VERSION)
         self.assertEqual(
             _tables(path), {"halp_version", "entries", "labels", "state", "feed_state"}
         )
@@ -120,7 +127,7 @@ class SchemaTests(SynchronousTestCase):
             self.successResultOf(store.get("a", 0, 10, 0)), [Entry(6, "h.example", 2)]
         )
         self.successResultOf(store.close())
-        self.assertEqual(_version(path), 3)
+        self.assertEqual(_version(path), SCHEMA_VERSION)
         self.assertIn("state", _tables(path))
 
     def test_upgrades_version_2_entries_into_the_change_feed(self) -> None:
@@ -159,7 +166,59 @@ class SchemaTests(SynchronousTestCase):
             [Entry(30, "h.example", 1), Entry(20, "h.example", 3)],
         )
         self.successResultOf(store.close())
-        self.assertEqual(_version(path), 3)
+        self.assertEqual(_version(path), SCHEMA_VERSION)
+
+    def test_upgrades_version_3_entries_into_their_network_groups(self) -> None:
+        path = self.mktemp()
+        schema = resources.files("halp.store").joinpath("schema")
+        sources = {
+            1: "1.2.3.4",
+            2: "1.2.200.9",
+            3: "8.8.8.8",
+            4: "",
+            5: "10.0.0.1",
+            6: "2a00:1450::1",
+            7: "h.example",
+        }
+        with sqlite3.connect(path) as conn:
+            for name in ("v1.sql", "upgrade-to-v2.sql", "upgrade-to-v3.sql"):
+                conn.executescript(schema.joinpath(name).read_text("utf-8"))
+            conn.execute("UPDATE halp_version SET version = 3")
+            conn.executemany(
+                "INSERT INTO entries (label, host, port, ts, seq, source, via)"
+                " VALUES ('a', 'h.example', ?, ?, ?, ?, '')",
+                [(port, 10 * port, port, source) for port, source in sources.items()],
+            )
+            conn.execute("UPDATE feed_state SET seq = 7")
+            conn.execute("INSERT INTO labels (name, parent, ts, entries) VALUES ('a', '', 70, 7)")
+        conn.close()
+
+        store = SQLiteStore(reactor, path, runner=InlineRunner())  # type: ignore[arg-type]
+        # Entries 1 and 2 are in v4:1.2 already: a third one evicts entry 1.
+        merged = self.successResultOf(
+            store.merge([Change("a", Entry(80, "h.example", 8), "1.2.0.1")], 100, 2)
+        )
+        self.assertEqual(merged, [Merged(80, True)])
+        got = self.successResultOf(store.get("a", 0, 10, 0))
+        self.assertEqual([e.port for e in got], [8, 7, 6, 5, 4, 3, 2])
+        self.successResultOf(store.close())
+        self.assertEqual(_version(path), 4)
+        with closing(sqlite3.connect(path)) as conn:
+            groups = dict(conn.execute("SELECT port, grp FROM entries"))
+            indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        self.assertEqual(
+            groups,
+            {
+                2: "v4:1.2",
+                3: "v4:8.8",
+                4: "",
+                5: "host:10.0.0.1",
+                6: "v6:2a00:1450",
+                7: "name:h.example",
+                8: "v4:1.2",
+            },
+        )
+        self.assertIn("entries_group", indexes)
 
     def test_reopen_keeps_the_change_feed_numbering(self) -> None:
         path = self.mktemp()
@@ -291,6 +350,22 @@ class SchemaTests(SynchronousTestCase):
             )
         )
         self.assertIn("USING COVERING INDEX entries_order", plan)
+        self.assertNotIn("TEMP B-TREE", plan)
+        conn.close()
+
+    def test_group_quota_uses_the_group_index(self) -> None:
+        """A group's entries beyond the quota: one range scan, no sort."""
+        conn = open_database(":memory:")
+        plan = " ".join(
+            row[-1]
+            for row in conn.execute(
+                "EXPLAIN QUERY PLAN SELECT host, port FROM entries INDEXED BY entries_group"
+                " WHERE label = ? AND grp = ? ORDER BY ts DESC, host, port"
+                " LIMIT -1 OFFSET ?",
+                ("a", "v4:1.2", 15),
+            )
+        )
+        self.assertIn("USING COVERING INDEX entries_group (label=? AND grp=?)", plan)
         self.assertNotIn("TEMP B-TREE", plan)
         conn.close()
 
@@ -436,6 +511,8 @@ times = st.integers(min_value=0, max_value=50)
 labels = st.sampled_from(["a", "b", "a/x", "a/y", "a/x/deep", "c/z"])
 entries = st.builds(Entry, times, hosts, ports)
 state_keys = ["client/servers", "server/peers"]
+# Sources of a few network groups: two in v4:1.2, and the exempt "".
+sources = st.sampled_from(["", "1.2.3.4", "1.2.9.9", "8.8.8.8", "10.0.0.1"])
 
 
 class StoresAgree(RuleBasedStateMachine):
@@ -460,6 +537,17 @@ class StoresAgree(RuleBasedStateMachine):
     )
     def insert(self, ls: list[str], es: list[Entry], cap: int) -> None:
         self.both(lambda s: insert_entries(s, ls, es, cap))
+
+    @rule(
+        changes=st.lists(st.tuples(labels, entries, sources), max_size=8),
+        cap=st.integers(min_value=1, max_value=6),
+        quota=st.integers(min_value=0, max_value=3),
+    )
+    def merge_with_quota(
+        self, changes: list[tuple[str, Entry, str]], cap: int, quota: int
+    ) -> None:
+        merged = [Change(label, entry, source) for label, entry, source in changes]
+        self.both(lambda s: s.merge(merged, cap, quota))
 
     @rule(label=labels, start=st.integers(0, 8), width=st.integers(0, 8), since=times)
     def get(self, label: str, start: int, width: int, since: int) -> None:
@@ -489,6 +577,7 @@ class StoresAgree(RuleBasedStateMachine):
     def everything_agrees(self) -> None:
         for label in ["a", "b", "a/x", "a/y", "a/x/deep", "c/z"]:
             self.both(lambda s: s.get(label, 0, 1000, 0))
+        self.both(lambda s: s.changes("", 1000, 0).addCallback(lambda page: page.changes))
         for parent in ["", "a", "a/x", "c"]:
             result: list[LabelInfo] = self.both(lambda s: s.list_labels(parent, 0, 1000, 0))
             assert all(info.name.startswith(parent) for info in result)
@@ -502,3 +591,276 @@ class StoresAgreeTests(SynchronousTestCase):
             StoresAgree,
             settings=settings(max_examples=150, stateful_step_count=30, deadline=None),
         )
+
+
+# -- damaged and unusable files ------------------------------------------------
+
+
+def _digest(path: str) -> bytes:
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).digest()
+
+
+def _filled_database(path: str, entries: int = 2000) -> None:
+    """A closed HALP database of ``entries`` entries: a few dozen pages."""
+    store = SQLiteStore(reactor, path, runner=InlineRunner())  # type: ignore[arg-type]
+    rows = [Entry(i, f"host-{i}.example", 1) for i in range(1, entries + 1)]
+    stored: list[object] = []
+    insert_entries(store, ["a"], rows, entries).addCallback(stored.append)
+    store.close()
+    assert stored, "the insert failed"
+
+
+class DamagedFileTests(SynchronousTestCase):
+    """
+    A file that is not a usable HALP database is refused with
+    :class:`StoreSchemaError` (the file is bad: the client cache moves it
+    aside) and left exactly as it was; a file that cannot be used where it
+    is (a missing or read-only directory, a read-only file, a lock) is
+    refused with a plain :class:`StoreError` (nothing wrong with the file:
+    never moved aside).  Every message is one line naming the file and
+    what to do.
+    """
+
+    def assertRefused(
+        self,
+        path: str,
+        *expected: str,
+        error: type[StoreError] = StoreSchemaError,
+        wal: bool = False,
+    ) -> StoreError:
+        before = _digest(path) if os.path.isfile(path) else None
+        e: StoreError = self.assertRaises(StoreError, open_database, path, check=True)
+        self.assertIs(type(e), error)
+        message = str(e)
+        self.assertNotIn("\n", message)
+        self.assertIn(repr(path), message)
+        for text in expected:
+            self.assertIn(text, message)
+        if before is not None:
+            self.assertEqual(_digest(path), before, "a refused file was changed")
+        self.assertEqual(os.path.exists(path + "-wal"), wal, "a -wal appeared or vanished")
+        return e
+
+    def test_truncated_file(self) -> None:
+        path = self.mktemp()
+        _filled_database(path)
+        size = os.path.getsize(path)
+        self.assertGreater(size, 16 * 4096)
+        for keep in (size // 2, size - 4096, 4096, 100, 50):
+            with open(path, "r+b") as f:
+                f.truncate(keep)
+            self.assertRefused(path, "malformed", "move it", "restore a backup")
+
+    def test_bad_magic(self) -> None:
+        path = self.mktemp()
+        _filled_database(path)
+        with open(path, "r+b") as f:
+            f.write(b"Not SQLite fmt 3\x00")
+        self.assertRefused(path, "file is not a database", "move it")
+
+    def test_garbage_file(self) -> None:
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(bytes(range(256)) * 64)
+        self.assertRefused(path, "not a usable HALP database")
+
+    def test_damage_inside_is_found_by_the_check(self) -> None:
+        """
+        A page overwritten in the middle of the file leaves the header
+        valid; ``check=True`` (what the server and the client cache use)
+        reads every page and finds it.
+        """
+        path = self.mktemp()
+        _filled_database(path)
+        size = os.path.getsize(path)
+        with open(path, "r+b") as f:
+            f.seek((size // 4096 // 2) * 4096)
+            f.write(b"\xa5" * 4096)
+        self.assertRefused(path, "malformed", "move it")
+
+    def test_empty_file_becomes_a_database(self) -> None:
+        """An empty file holds nothing to lose: it becomes a new database."""
+        path = self.mktemp()
+        open(path, "wb").close()
+        open_database(path, check=True).close()
+        self.assertEqual(_version(path), SCHEMA_VERSION)
+
+    def test_foreign_database(self) -> None:
+        path = self.mktemp()
+        with closing(sqlite3.connect(path)) as conn:
+            conn.execute("CREATE TABLE t (x)")
+            conn.commit()
+        self.assertRefused(path, "not a HALP one", "refusing to touch it")
+
+    def test_future_schema_version(self) -> None:
+        path = self.mktemp()
+        _filled_database(path, 10)
+        with closing(sqlite3.connect(path)) as conn:
+            conn.execute("UPDATE halp_version SET version = ?", (SCHEMA_VERSION + 1,))
+            conn.commit()
+        self.assertRefused(path, f"schema version {SCHEMA_VERSION + 1}", "upgrade HALP")
+        self.assertEqual(_version(path), SCHEMA_VERSION + 1)
+
+    def test_refused_database_keeps_its_wal(self) -> None:
+        """
+        A newer HALP killed with its last commits in the ``-wal`` file: an
+        older HALP refuses the database without folding the log into it or
+        deleting it (which closing the last connection would do).
+        """
+        import shutil
+
+        path, crashed = self.mktemp(), self.mktemp()
+        _filled_database(path, 10)
+        with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+            conn.execute("UPDATE halp_version SET version = ?", (SCHEMA_VERSION + 1,))
+            for suffix in ("", "-wal", "-shm"):
+                shutil.copy(path + suffix, crashed + suffix)
+        before = {suffix: _digest(crashed + suffix) for suffix in ("", "-wal")}
+        self.assertRefused(crashed, "upgrade HALP", wal=True)
+        self.assertEqual({suffix: _digest(crashed + suffix) for suffix in before}, before)
+
+    def test_missing_directory(self) -> None:
+        directory = self.mktemp()
+        path = os.path.join(directory, "halp.sqlite3")
+        e = self.assertRefused(path, "does not exist", "create it", error=StoreError)
+        self.assertIn(repr(directory), str(e))
+        self.assertFalse(os.path.exists(directory))
+
+    def test_directory_is_a_file(self) -> None:
+        parent = self.mktemp()
+        open(parent, "w").close()
+        self.assertRefused(
+            os.path.join(parent, "halp.sqlite3"), "is not a directory", error=StoreError
+        )
+
+    def test_path_is_a_directory(self) -> None:
+        path = self.mktemp()
+        os.mkdir(path)
+        self.assertRefused(path, "is a directory", error=StoreError)
+
+    def _skip_if_root(self) -> None:
+        if os.geteuid() == 0:
+            raise SkipTest(
+                "root writes to read-only files; tests/test_crash_e2e.py opens a "
+                "database on a read-only file system instead"
+            )
+
+    def test_read_only_file(self) -> None:
+        self._skip_if_root()
+        path = self.mktemp()
+        _filled_database(path, 10)
+        os.chmod(path, 0o444)
+        self.assertRefused(path, "not readable and writable", "write access", error=StoreError)
+
+    def test_read_only_directory(self) -> None:
+        self._skip_if_root()
+        directory = self.mktemp()
+        os.mkdir(directory)
+        path = os.path.join(directory, "halp.sqlite3")
+        _filled_database(path, 10)
+        os.chmod(directory, 0o555)
+        self.addCleanup(os.chmod, directory, 0o755)
+        self.assertRefused(path, "directory", "not writable", error=StoreError)
+
+    def test_a_lock_is_not_damage(self) -> None:
+        """
+        What SQLite reports for a locked database is a plain
+        :class:`StoreError`: the file is fine, and a client cache that is
+        merely busy must never be moved aside.
+        """
+        path = self.mktemp()
+        _filled_database(path, 10)
+        with closing(sqlite3.connect(path, isolation_level=None)) as holder, closing(
+            sqlite3.connect(path, timeout=0, isolation_level=None)
+        ) as other:
+            holder.execute("BEGIN EXCLUSIVE")
+            busy = self.assertRaises(sqlite3.OperationalError, other.execute, "BEGIN EXCLUSIVE")
+            holder.execute("ROLLBACK")
+        e = _open_error(busy, path)
+        self.assertIs(type(e), StoreError)
+        self.assertIn("locked", str(e))
+
+    def test_check_store_checks(self) -> None:
+        """``twistd halp`` checks its SQLite store with ``check=True``."""
+        path = self.mktemp()
+        _filled_database(path)
+        size = os.path.getsize(path)
+        with open(path, "r+b") as f:
+            f.seek((size // 4096 // 2) * 4096)
+            f.write(b"\xa5" * 4096)
+        open_database(path).close()  # the header alone looks fine
+        e = self.assertRaises(
+            StoreSchemaError, check_store, parse_store_spec(f"sqlite:{path}")
+        )
+        self.assertIn("malformed", str(e))
+
+
+# -- a full disk -----------------------------------------------------------------
+
+
+class DiskFullTests(SynchronousTestCase):
+    """
+    A full disk (``SQLITE_FULL``, forced with ``PRAGMA max_page_count``)
+    fails writes with :class:`StoreError` (answered ``error unavailable``)
+    while reads are answered, and writes work again as soon as there is
+    room, on the same connection, with no restart.
+    """
+
+    def setUp(self) -> None:
+        self.path = self.mktemp()
+        self.runner = RecordingRunner()
+        self.store = SQLiteStore(reactor, self.path, runner=self.runner)  # type: ignore[arg-type]
+        self.first = [Entry(1, "192.0.2.1", 1)]
+        self.successResultOf(insert_entries(self.store, ["a"], self.first, 100_000))
+        conn = self.store._conn
+        assert conn is not None
+        self.conn = conn
+        (self.pages,) = conn.execute("PRAGMA page_count").fetchone()
+        # The disk is full: the database may not grow by a single page.
+        conn.execute(f"PRAGMA max_page_count = {self.pages}")
+
+    def tearDown(self) -> None:
+        self.successResultOf(self.store.close())
+
+    def big_insert(self, label: str = "big") -> Deferred[list[list[int | None]]]:
+        rows = [Entry(2, f"host-{i}-{'x' * 100}.example", 1) for i in range(500)]
+        return insert_entries(self.store, [label], rows, 100_000)
+
+    def test_writes_fail_reads_work(self) -> None:
+        failure = self.failureResultOf(self.big_insert(), StoreError)
+        self.assertIn("full", str(failure.value))
+        self.assertEqual(self.successResultOf(self.store.get("a", 0, 10, 0)), self.first)
+        self.assertEqual(self.successResultOf(self.store.get("big", 0, 10, 0)), [])
+        self.assertIs(self.store._conn, self.conn, "the connection was dropped")
+
+    def test_reads_batched_with_the_failed_write_are_answered(self) -> None:
+        """
+        Reads that shared a batch (a transaction) with the write that hit
+        the full disk are run again on their own, and see nothing of it.
+        """
+        self.runner.hold = True
+        blocker = self.store.get("a", 0, 1, 0)
+        before = self.store.get("a", 0, 10, 0)
+        write = self.big_insert()
+        after = self.store.get("big", 0, 10, 0)
+        labels = self.store.list_labels("", 0, 10, 0)
+        self.runner.release()
+        self.runner.release()
+        self.successResultOf(blocker)
+        self.failureResultOf(write, StoreError)
+        self.assertEqual(self.successResultOf(before), self.first)
+        self.assertEqual(self.successResultOf(after), [])
+        self.assertEqual([i.name for i in self.successResultOf(labels)], ["a"])
+
+    def test_writes_resume_when_there_is_room(self) -> None:
+        for _ in range(3):
+            self.failureResultOf(self.big_insert(), StoreError)
+        self.conn.execute("PRAGMA max_page_count = 1000000")
+        stored = self.successResultOf(self.big_insert())
+        self.assertEqual(len(stored[0]), 500)
+        self.assertEqual(len(self.successResultOf(self.store.get("big", 0, 1000, 0))), 500)
+        self.assertIs(self.store._conn, self.conn, "the store reconnected")
+        self.assertEqual(self.conn.execute("PRAGMA integrity_check").fetchall(), [("ok",)])

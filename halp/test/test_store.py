@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Generator
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 from zope.interface.verify import verifyObject
 
 from halp.interfaces import IHostStore
@@ -43,6 +43,14 @@ class StoreContractMixin(_Base):
 
     def make_store(self) -> IHostStore:
         raise NotImplementedError
+
+    def reopen_store(self, store: IHostStore) -> IHostStore:
+        """
+        Another store on the data of ``store``, as after a restart (or, for
+        a shared store, in another process).  The caller closes ``store``
+        first.  A store that keeps nothing across a restart skips the test.
+        """
+        raise SkipTest(f"the {store.name} store keeps nothing across a restart")
 
     def setUp(self) -> None:
         self.store = self.make_store()
@@ -616,9 +624,254 @@ class StoreContractMixin(_Base):
         later = yield self.store.changes(page.cursor, 10, 0)
         self.assertEqual(later.changes, [C("a", E3)])
 
+    # -- merge: the per-group quota -------------------------------------------
+
+    @inlineCallbacks
+    def test_group_quota_keeps_each_group_to_its_share(self) -> Gen:
+        merged = yield self.store.merge(
+            [
+                # v4:1.2: the third evicts the first.
+                C("a", H(10, 1), A1), C("a", H(20, 2), A2), C("a", H(30, 3), A3),
+                # v4:8.8: the newcomer is the group's oldest, and goes itself.
+                C("a", H(15, 4), B1), C("a", H(25, 5), B2), C("a", H(5, 6), B1),
+                # Source "": exempt.
+                C("a", H(1, 7)), C("a", H(2, 8)), C("a", H(3, 9)),
+            ],
+            100,
+            2,
+        )
+        self.assertEqual(
+            merged,
+            [
+                Merged(None, False), Merged(20, True), Merged(30, True),
+                Merged(15, True), Merged(25, True), Merged(None, False),
+                Merged(1, True), Merged(2, True), Merged(3, True),
+            ],
+        )
+        self.assertEqual(ports((yield self.store.get("a", 0, 100, 0))), [3, 5, 2, 4, 9, 8, 7])
+        self.assertEqual((yield self.store.census(0, 10)).entries, 7)
+        page = yield self.store.changes("", 100, 0)
+        self.assertEqual([c.entry.port for c in page.changes], [2, 3, 4, 5, 7, 8, 9])
+        # Another of v4:1.2 evicts that group's oldest, and nothing else.
+        merged = yield self.store.merge([C("a", H(40, 10), A1)], 100, 2)
+        self.assertEqual(merged, [Merged(40, True)])
+        self.assertEqual(ports((yield self.store.get("a", 0, 100, 0))), [10, 3, 5, 4, 9, 8, 7])
+
+    @inlineCallbacks
+    def test_group_quota_never_evicts_another_group(self) -> Gen:
+        yield self.store.merge([C("a", H(1, 1), B1), C("a", H(2, 2), B2), C("a", H(0, 3))], 100)
+        merged = yield self.store.merge(
+            [C("a", H(10 + i, 10 + i), A1) for i in range(5)], 100, 1
+        )
+        self.assertEqual(merged, [Merged(None, False)] * 4 + [Merged(14, True)])
+        self.assertEqual(ports((yield self.store.get("a", 0, 100, 0))), [14, 2, 1, 3])
+        first = yield self.store.changes("", 100, 0)
+        # An older newcomer of a full group is evicted at once: no change,
+        # although every entry of the other groups is older still.
+        merged = yield self.store.merge([C("a", H(5, 20), A2)], 100, 1)
+        self.assertEqual(merged, [Merged(None, False)])
+        self.assertEqual(ports((yield self.store.get("a", 0, 100, 0))), [14, 2, 1, 3])
+        self.assertEqual((yield self.store.changes(first.cursor, 100, 0)).changes, [])
+
+    @inlineCallbacks
+    def test_one_group_cannot_flush_the_others(self) -> Gen:
+        """
+        One /16 inserting 10,000 entries into a label of 1,000 keeps 15 of
+        them (1/64 of the cap), and every honest entry of the other groups
+        stays, although all are older than the flood (without the quota, the
+        cap would keep only the flood's newest 1,000).
+        """
+        cap, quota = 1000, 1000 // 64
+        flood, honest_groups, per_group = 10_000, 40, 10
+        self.assertEqual(quota, 15)
+        honest = [
+            C("a", Entry(1000 + g * per_group + k, f"10.{g}.{k}.1", 7100), f"{20 + g}.7.0.1")
+            for g in range(honest_groups)
+            for k in range(per_group)
+        ]
+        yield self.store.merge(honest, cap, quota)
+        attack = [
+            C("a", Entry(5000 + i, f"172.16.{i // 250}.{i % 250}", 7100), f"66.66.{i % 250}.{i // 250}")
+            for i in range(flood)
+        ]
+        for start in range(0, flood, 500):
+            yield self.store.merge(attack[start : start + 500], cap, quota)
+        got = yield self.store.get("a", 0, 2 * cap, 0)
+        self.assertEqual(len(got), honest_groups * per_group + quota)
+        self.assertEqual(got[:quota], [c.entry for c in reversed(attack[-quota:])])
+        self.assertEqual(sorted(got[quota:], key=lambda e: e.timestamp), [c.entry for c in honest])
+
+    @inlineCallbacks
+    def test_ipv6_sources_are_grouped_by_their_32(self) -> Gen:
+        merged = yield self.store.merge(
+            [
+                C("a", H(10, 1), "2a00:1450:4001::1"),
+                C("a", H(20, 2), "2a00:1451::1"),
+                C("a", H(30, 3), "2a00:1450:ffff::2"),
+                # An IPv4-mapped address is its IPv4 address.
+                C("a", H(40, 4), A1),
+                C("a", H(50, 5), "::ffff:" + A2),
+            ],
+            100,
+            1,
+        )
+        self.assertEqual(
+            [m.stored for m in merged], [None, 20, 30, None, 50]
+        )
+        self.assertEqual(ports((yield self.store.get("a", 0, 100, 0))), [5, 3, 2])
+
+    @inlineCallbacks
+    def test_non_global_sources_are_each_their_own_group(self) -> Gen:
+        merged = yield self.store.merge(
+            [
+                C("a", H(10, 1), "10.0.0.1"),
+                C("a", H(20, 2), "10.0.0.2"),
+                C("a", H(30, 3), "192.168.1.1"),
+                C("a", H(40, 4), "fe80::1"),
+                C("a", H(50, 5), "10.0.0.1"),
+            ],
+            100,
+            1,
+        )
+        self.assertEqual([m.stored for m in merged], [None, 20, 30, 40, 50])
+        self.assertEqual(ports((yield self.store.get("a", 0, 100, 0))), [5, 4, 3, 2])
+
+    @inlineCallbacks
+    def test_source_empty_is_exempt_from_the_quota(self) -> Gen:
+        merged = yield self.store.merge([C("a", H(i, i)) for i in range(1, 6)], 100, 1)
+        self.assertEqual([m.stored for m in merged], [1, 2, 3, 4, 5])
+        # Nor do its entries count towards any group.
+        merged = yield self.store.merge([C("a", H(6, 6), A1), C("a", H(7, 7), A2)], 100, 1)
+        self.assertEqual([m.stored for m in merged], [None, 7])
+        self.assertEqual(ports((yield self.store.get("a", 0, 100, 0))), [7, 5, 4, 3, 2, 1])
+
+    @inlineCallbacks
+    def test_group_quota_ties_evict_the_last_in_label_order(self) -> Gen:
+        yield self.store.merge([C("a", Entry(10, "h.example", 1), A1)], 100, 1)
+        # Same time: h.example 2 sorts after h.example 1, so it goes.
+        merged = yield self.store.merge([C("a", Entry(10, "h.example", 2), A2)], 100, 1)
+        self.assertEqual(merged, [Merged(None, False)])
+        # a.example sorts before h.example: h.example 1 goes.
+        merged = yield self.store.merge([C("a", Entry(10, "a.example", 9), A3)], 100, 1)
+        self.assertEqual(merged, [Merged(10, True)])
+        self.assertEqual((yield self.store.get("a", 0, 10, 0)), [Entry(10, "a.example", 9)])
+
+    @inlineCallbacks
+    def test_group_quota_then_the_cap(self) -> Gen:
+        yield self.store.merge([C("a", H(5, 1), B1)], 3)
+        merged = yield self.store.merge(
+            [C("a", H(10, 2), A1), C("a", H(20, 3), A2), C("a", H(30, 4), A3), C("a", H(1, 5), C1)],
+            3,
+            2,
+        )
+        # The quota takes v4:1.2's oldest, then the cap the label's oldest.
+        self.assertEqual([m.stored for m in merged], [None, 20, 30, None])
+        self.assertEqual(ports((yield self.store.get("a", 0, 10, 0))), [4, 3, 1])
+
+    @inlineCallbacks
+    def test_an_entry_evicted_by_the_quota_may_come_back_in_the_same_merge(self) -> Gen:
+        merged = yield self.store.merge(
+            [C("a", H(10, 1), A1), C("a", H(20, 2), A2), C("a", H(5, 1), B1)], 100, 1
+        )
+        # Each change reports the entry as it left it: the first was evicted
+        # after it, the last added the entry again, in its own group.
+        self.assertEqual(merged, [Merged(None, False), Merged(20, True), Merged(5, True)])
+        self.assertEqual(ports((yield self.store.get("a", 0, 10, 0))), [2, 1])
+        page = yield self.store.changes("", 10, 0)
+        self.assertEqual(page.changes, [C("a", H(20, 2), A2), C("a", H(5, 1), B1)])
+
+    @inlineCallbacks
+    def test_a_new_provenance_moves_an_entry_between_groups(self) -> Gen:
+        yield self.store.merge([C("a", H(10, 1), A1), C("a", H(20, 2), B1)], 100, 1)
+        # Entry 1 moves forward from v4:8.8: it leaves v4:1.2 for v4:8.8,
+        # where it evicts the older entry 2.
+        merged = yield self.store.merge([C("a", H(30, 1), B2)], 100, 1)
+        self.assertEqual(merged, [Merged(30, True)])
+        self.assertEqual(ports((yield self.store.get("a", 0, 10, 0))), [1])
+        page = yield self.store.changes("", 10, 0)
+        self.assertEqual(page.changes, [C("a", H(30, 1), B2)])
+        # v4:1.2 is empty again.
+        merged = yield self.store.merge([C("a", H(40, 3), A2)], 100, 1)
+        self.assertEqual(merged, [Merged(40, True)])
+        # A change that does not move entry 1 forward leaves it in v4:8.8 ...
+        merged = yield self.store.merge([C("a", H(25, 1), C1)], 100, 1)
+        self.assertEqual(merged, [Merged(30, False)])
+        # ... so v4:9.9 has room, and v4:8.8 none.
+        merged = yield self.store.merge([C("a", H(50, 4), C1)], 100, 1)
+        self.assertEqual(merged, [Merged(50, True)])
+        merged = yield self.store.merge([C("a", H(60, 5), B1)], 100, 1)
+        self.assertEqual(merged, [Merged(60, True)])
+        self.assertEqual(ports((yield self.store.get("a", 0, 10, 0))), [5, 4, 3])
+
+    @inlineCallbacks
+    def test_removed_purged_and_capped_entries_leave_their_group(self) -> Gen:
+        """
+        An entry gone from its label no longer counts: an older newcomer of
+        its group is kept (it would be the group's oldest otherwise).
+        """
+        yield self.store.merge([C("p", H(10, 1), A1)], 100, 1)
+        yield self.store.purge(15)
+        yield self.store.merge([C("r", H(20, 1), A1)], 100, 1)
+        yield self.store.remove("r", [H(20, 1).address])
+        yield self.store.merge([C("c", H(20, 1), A1), C("c", H(30, 2)), C("c", H(40, 3))], 2, 1)
+        for label in ("p", "r", "c"):
+            merged = yield self.store.merge([C(label, H(5, 9), A2)], 100, 1)
+            self.assertEqual(merged, [Merged(5, True)], label)
+        self.assertEqual(ports((yield self.store.get("p", 0, 10, 0))), [9])
+        self.assertEqual(ports((yield self.store.get("r", 0, 10, 0))), [9])
+        self.assertEqual(ports((yield self.store.get("c", 0, 10, 0))), [3, 2, 9])
+        # And the group is counted again from there.
+        merged = yield self.store.merge([C("r", H(6, 8), A3)], 100, 1)
+        self.assertEqual(merged, [Merged(6, True)])
+        self.assertEqual(ports((yield self.store.get("r", 0, 10, 0))), [8])
+
+    @inlineCallbacks
+    def test_group_quota_is_per_label(self) -> Gen:
+        merged = yield self.store.merge([C("a", H(10, 1), A1), C("b", H(20, 2), A2)], 100, 1)
+        self.assertEqual([m.stored for m in merged], [10, 20])
+
+    @inlineCallbacks
+    def test_no_group_quota_by_default(self) -> Gen:
+        yield self.store.merge([C("a", H(i, i), A1) for i in range(1, 11)], 100)
+        yield self.store.merge([C("a", H(i, i), A2) for i in range(11, 21)], 100, 0)
+        self.assertEqual(len((yield self.store.get("a", 0, 100, 0))), 20)
+        # The groups were kept all along: a quota applies from the next
+        # change of the group on.
+        merged = yield self.store.merge([C("a", H(30, 30), A3)], 100, 5)
+        self.assertEqual(merged, [Merged(30, True)])
+        self.assertEqual(ports((yield self.store.get("a", 0, 100, 0))), [30, 20, 19, 18, 17])
+
+    @inlineCallbacks
+    def test_groups_survive_a_reopen(self) -> Gen:
+        again = self.reopen_store(self.store)
+        self.addCleanup(again.close)
+        yield self.store.merge([C("a", H(20, 1), A1), C("a", H(30, 2), B1)], 100, 1)
+        yield self.store.merge([C("a", H(40, 2), A2)], 100, 1)  # 2 moves to v4:1.2
+        yield self.store.close()
+        merged = yield again.merge([C("a", H(10, 3), A3), C("a", H(5, 4), B2)], 100, 1)
+        self.assertEqual(merged, [Merged(None, False), Merged(5, True)])
+        self.assertEqual(ports((yield again.get("a", 0, 10, 0))), [2, 4])
+        merged = yield again.merge([C("a", H(50, 5), A1)], 100, 1)
+        self.assertEqual(ports((yield again.get("a", 0, 10, 0))), [5, 4])
+
 
 def C(label: str, entry: Entry, source: str = "", via: str = "") -> Change:
     return Change(label, entry, source, via)
+
+
+def H(ts: int, n: int) -> Entry:
+    """Entry number ``n`` (its port), confirmed at ``ts``."""
+    return Entry(ts, "192.0.2.1", n)
+
+
+def ports(entries: list[Entry]) -> list[int]:
+    return [e.port for e in entries]
+
+
+# Sources, by network group (halp.model.address_group).
+A1, A2, A3 = "1.2.3.4", "1.2.200.9", "1.2.0.1"  # v4:1.2
+B1, B2 = "8.8.8.8", "8.8.4.4"  # v4:8.8
+C1 = "9.9.9.9"  # v4:9.9
 
 
 class MemoryStoreTests(StoreContractMixin, TestCase):
@@ -631,3 +884,7 @@ class SQLiteStoreTests(StoreContractMixin, TestCase):
 
     def make_store(self) -> IHostStore:
         return SQLiteStore(reactor, self.mktemp() + ".sqlite3")  # type: ignore[arg-type]
+
+    def reopen_store(self, store: IHostStore) -> IHostStore:
+        assert isinstance(store, SQLiteStore)
+        return SQLiteStore(reactor, store.path)  # type: ignore[arg-type]

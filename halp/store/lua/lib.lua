@@ -25,9 +25,30 @@ local function set_low(label)
   end
 end
 
--- Forget one entry of LABEL everywhere (entries, provenance, change feed).
+-- The sorted set of LABEL's entries of network group GROUP (never ''), scored
+-- and ordered as P:e:LABEL.  Labels hold no space, so LABEL ends at the first.
+local function group_key(label, group)
+  return P .. 'g:' .. label .. ' ' .. group
+end
+
+-- The network group in a provenance value "SOURCE<tab>VIA<tab>GROUP", or nil
+-- for a value of layout 1 ("SOURCE<tab>VIA", not yet regrouped) or none.
+local function group_of(provenance)
+  if not provenance then
+    return nil
+  end
+  return string.match(provenance, '^[^\t]*\t[^\t]*\t(.*)$')
+end
+
+-- Forget one entry of LABEL everywhere but P:e:LABEL, which the caller
+-- updates (provenance, network group, change feed).
 local function drop(label, member)
-  redis.call('HDEL', P .. 'd:' .. label, member)
+  local d = P .. 'd:' .. label
+  local group = group_of(redis.call('HGET', d, member))
+  if group and group ~= '' then
+    redis.call('ZREM', group_key(label, group), member)
+  end
+  redis.call('HDEL', d, member)
   redis.call('ZREM', FEED, label .. '\n' .. member)
 end
 
