@@ -413,14 +413,18 @@ _COMMANDS: dict[str, Callable[[HALPClient, argparse.Namespace, _Output], Any]] =
 }
 
 
-def open_cache(reactor: Any, directory: str) -> IHostStore:
+def open_cache(
+    reactor: Any, directory: str, warn: Callable[[str], object] | None = None
+) -> IHostStore:
     """
-    The SQLite cache in ``directory``, created if missing.
+    The SQLite cache in ``directory``, created if missing; a damaged one
+    is moved aside and replaced, which is told to ``warn`` in one line
+    (see :func:`halp.client.open_cache`).
 
     :raises UsageError: if it cannot be used.
     """
     try:
-        return client_cache(reactor, directory)
+        return client_cache(reactor, directory, warn=warn)
     except StoreError as e:
         raise UsageError(str(e)) from None
 
@@ -443,7 +447,7 @@ async def run(
     try:
         owned = cache is None
         if cache is None:
-            cache = open_cache(reactor, args.cache or default_cache_dir())
+            cache = open_cache(reactor, args.cache or default_cache_dir(), out.warn)
     except UsageError as e:
         out.warn(str(e))
         return USAGE

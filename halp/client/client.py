@@ -52,6 +52,7 @@ from halp.error import (
     ProtocolError,
     ServerRefused,
     StoreError,
+    StoreSchemaError,
     Timeout,
 )
 from halp.interfaces import IHostStore
@@ -121,8 +122,8 @@ class ServerResult:
         answered.
     :ivar entries: for a lookup, the valid entries it sent.
     :ivar labels: for a label listing, the rows it sent.
-    :ivar outcomes: for an announcement, its ``success:``/``failure:``
-        lines.
+    :ivar outcomes: for an announcement, its ``success:``/``failure:``/
+        ``pending:`` lines.
     :ivar dialect: how it answered: ``halp1``, or ``libhalp`` for a server
         that answered the 2011 way.
     """
@@ -149,9 +150,11 @@ class ServerResult:
         if self.error is not None:
             return f"{self.server} unreachable: {self.error}"
         if self.outcomes:
-            failures = [o for o in self.outcomes if not o.stored]
+            failures = [o for o in self.outcomes if not o.stored and not o.pending]
             if failures:
                 return f"{self.server} refused: {failures[0].reason or 'no reason given'}"
+            if not any(o.stored for o in self.outcomes):
+                return f"{self.server} will store it once it has reached the host itself"
             return f"{self.server} stored"
         return f"{self.server} answered"
 
@@ -224,12 +227,26 @@ class AnnounceResult(list[ServerResult]):
         return sum(1 for r in self if r.stored)
 
 
-def open_cache(reactor: Any, directory: str) -> IHostStore:
+_cache_log = Logger()
+
+
+def open_cache(
+    reactor: Any, directory: str, *, warn: Callable[[str], object] | None = None
+) -> IHostStore:
     """
     The usual cache of a client: an SQLite file, ``cache.sqlite3``, in
     ``directory`` (created, private to the user, if missing).  Pass
     ``close_cache=True`` to :class:`HALPClient` to have it closed with the
     client.
+
+    The cache holds nothing that servers cannot tell again, so a cache
+    file that is damaged (truncated, overwritten), not a HALP database, or
+    written by a newer HALP is not fatal: it is moved aside to
+    ``cache.sqlite3.bak`` (with its ``-wal``, ``-shm`` or ``-journal``
+    file, replacing any older ``.bak``) and an empty cache takes its
+    place.  That is logged as a warning and told to ``warn``, in one line.
+    A cache that cannot be used for any other reason (permissions, a lock,
+    a full disk) is left alone.
 
     :raises ~halp.error.StoreError: with a one-line explanation, if the
         directory or the database cannot be used.
@@ -246,10 +263,46 @@ def open_cache(reactor: Any, directory: str) -> IHostStore:
         raise StoreError(f"cannot create cache directory {directory!r}: {e.strerror}") from None
     path = os.path.join(directory, CACHE_FILE)
     try:
-        open_database(path).close()
+        try:
+            open_database(path, check=True).close()
+        except StoreSchemaError as e:
+            backup = _move_aside(path)
+            # "'PATH' is ...; what to do" -> "is ...": the what-to-do is done.
+            why = str(e).removeprefix(f"{path!r} ").split("; ")[0]
+            moved = "cache {path!r} {why}; moved it to {backup!r} and started an empty cache"
+            _cache_log.warn(moved, path=path, why=why, backup=backup)
+            if warn is not None:
+                warn(moved.format(path=path, why=why, backup=backup))
+            open_database(path, check=True).close()
     except StoreError as e:
         raise StoreError(f"cannot use cache {path!r}: {e}") from None
     return SQLiteStore(reactor, path)
+
+
+def _move_aside(path: str) -> str:
+    """
+    Rename the database ``path`` and the files SQLite keeps beside it to
+    ``PATH.bak``, ``PATH.bak-wal``, ...: a stale ``-journal`` or ``-wal``
+    left at ``path`` would be applied to the next database made there.
+
+    :return: the new name of the database.
+    :raises StoreError: if a file cannot be renamed.
+    """
+    import os
+
+    backup = path + ".bak"
+    suffixes = ("-wal", "-shm", "-journal")
+    try:
+        # An older backup's log must not be taken for this one's.
+        for suffix in suffixes:
+            if os.path.exists(backup + suffix):
+                os.remove(backup + suffix)
+        for suffix in ("", *suffixes):
+            if os.path.exists(path + suffix):
+                os.replace(path + suffix, backup + suffix)
+    except OSError as e:
+        raise StoreError(f"cannot move {path!r} aside to {backup!r}: {e.strerror}") from None
+    return backup
 
 
 def fair_merge(answers: Sequence[Sequence[Entry]], limit: int) -> list[Entry]:
@@ -915,7 +968,8 @@ class HALPClient:
         (outcome,) = await self.core.insert([label], [entry])
         if scheme is not None:
             await self._persist()
-        if isinstance(outcome, Refused):
+        if not isinstance(outcome, Stored):
+            # The cache's core admits everything (OPEN): nothing waits.
             raise ProtocolError(ErrorCode.BAD_ENTRY, outcome.reason)
         return outcome.entry
 

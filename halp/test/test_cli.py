@@ -15,7 +15,7 @@ from unittest import mock
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
@@ -940,12 +940,28 @@ class CacheTests(SynchronousTestCase):
         self.assertIn("cannot create cache directory", str(e))
 
     def test_open_cache_not_a_database(self) -> None:
+        """A cache file that is not a database is moved aside and replaced."""
         directory = self.mktemp()
         os.makedirs(directory)
-        with open(os.path.join(directory, CACHE_FILE), "wb") as f:
+        path = os.path.join(directory, CACHE_FILE)
+        with open(path, "wb") as f:
             f.write(b"this is not an SQLite database, not at all" * 100)
+        warnings: list[str] = []
+        store = open_cache(Clock(), directory, warnings.append)
+        self.successResultOf(store.close())
+        self.assertEqual(len(warnings), 1)
+        self.assertIn(f"moved it to {path + '.bak'!r}", warnings[0])
+        with open(path + ".bak", "rb") as f:
+            self.assertTrue(f.read().startswith(b"this is not an SQLite database"))
+
+    def test_open_cache_unusable_where_it_is(self) -> None:
+        """A cache that cannot be used where it is stays, and is an error."""
+        directory = self.mktemp()
+        os.makedirs(os.path.join(directory, CACHE_FILE))
         e = self.assertRaises(UsageError, open_cache, Clock(), directory)
         self.assertIn("cannot use cache", str(e))
+        self.assertIn("is a directory", str(e))
+        self.assertFalse(os.path.exists(os.path.join(directory, CACHE_FILE + ".bak")))
 
     def test_run_with_unusable_cache(self) -> None:
         """``run`` reports an unusable ``--cache`` on one line, exit 2."""
@@ -972,3 +988,41 @@ class CacheTests(SynchronousTestCase):
             d = Deferred.fromCoroutine(run(Clock(), args, out, err))
         self.assertEqual(self.successResultOf(d), 2)
         self.assertIn(repr(path), err.getvalue())
+
+
+class DamagedCacheTests(TestCase):
+    """
+    ``halp`` on a damaged cache file, with the real SQLite cache (and so
+    the real reactor, whose thread runs it): one line on stderr, the file
+    kept as ``cache.sqlite3.bak``, and the command works on a new cache.
+    """
+
+    def run_halp(self, *argv: str) -> Deferred[tuple[int, str, str]]:
+        from twisted.internet import reactor
+
+        args = make_parser().parse_args(list(argv))
+        out, err = io.StringIO(), io.StringIO()
+        d = Deferred.fromCoroutine(run(reactor, args, out, err))
+        return d.addCallback(lambda code: (code, out.getvalue(), err.getvalue()))
+
+    async def test_damaged_cache_is_replaced(self) -> None:
+        directory = self.mktemp()
+        os.makedirs(directory)
+        path = os.path.join(directory, CACHE_FILE)
+        garbage = b"SQLite format 3\x00" + b"\xa5" * 8192
+        with open(path, "wb") as f:
+            f.write(garbage)
+        code, out, err = await self.run_halp(
+            "insert", "myapp", "198.51.100.7", "6881", "--cache", directory
+        )
+        self.assertEqual(err.splitlines(), [
+            f"halp: cache {path!r} is not a usable HALP database: file is not a "
+            f"database; moved it to {path + '.bak'!r} and started an empty cache"
+        ])
+        self.assertEqual(code, 0, err)
+        with open(path + ".bak", "rb") as f:
+            self.assertEqual(f.read(), garbage)
+        code, out, err = await self.run_halp("get", "myapp", "--offline", "--cache", directory)
+        self.assertEqual((code, err), (0, ""))
+        self.assertEqual([line.split()[1:] for line in out.splitlines()],
+                         [["198.51.100.7", "6881"]])

@@ -859,3 +859,197 @@ class CloseTests(ClientTestCase):
         client = self.client(server(1))
         self.assertIsNone(self.successResultOf(client.close()))
         self.failureResultOf(client.servers(), ClientError)
+
+
+# -- the cache file --------------------------------------------------------------
+
+
+def _make_cache(directory: str) -> str:
+    """A good cache in ``directory`` holding one entry; its path."""
+    import os
+    import sqlite3
+    from contextlib import closing
+
+    from halp.client.client import CACHE_FILE
+    from halp.store.sqlite import open_database
+
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, CACHE_FILE)
+    with closing(open_database(path)) as conn:
+        conn.execute(
+            "INSERT INTO state (key, value) VALUES (?, ?)", ("kept", "yes")
+        )
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("SELECT value FROM state").fetchall() == [("yes",)]
+    return path
+
+
+class OpenCacheTests(SynchronousTestCase):
+    """
+    :func:`~halp.client.open_cache` moves a bad cache file aside to
+    ``cache.sqlite3.bak`` and starts an empty one, saying so in one line;
+    a good cache is kept, and a cache that is merely unusable where it is
+    is reported and left alone.
+    """
+
+    def setUp(self) -> None:
+        import os
+
+        self.directory = self.mktemp()
+        self.path = _make_cache(self.directory)
+        self.backup = self.path + ".bak"
+        self.warnings: list[str] = []
+        self.exists = os.path.exists
+
+    def open(self) -> None:
+        from twisted.internet.task import Clock
+
+        from halp.client import open_cache
+
+        store = open_cache(Clock(), self.directory, warn=self.warnings.append)
+        self.successResultOf(store.close())
+
+    def assertMovedAside(self, original: bytes, *why: str) -> None:
+        import sqlite3
+        from contextlib import closing
+
+        from halp.store.sqlite import SCHEMA_VERSION
+
+        self.open()
+        self.assertEqual(len(self.warnings), 1, self.warnings)
+        (warning,) = self.warnings
+        self.assertNotIn("\n", warning)
+        for text in (repr(self.path), repr(self.backup), "started an empty cache", *why):
+            self.assertIn(text, warning)
+        with open(self.backup, "rb") as f:
+            self.assertEqual(f.read(), original, "the bad file was changed")
+        with closing(sqlite3.connect(self.path)) as conn:
+            self.assertEqual(conn.execute("SELECT version FROM halp_version").fetchall(),
+                             [(SCHEMA_VERSION,)])
+            self.assertEqual(conn.execute("SELECT * FROM state").fetchall(), [])
+        # The new cache is a good one: opened again, it is kept.
+        self.open()
+        self.assertEqual(len(self.warnings), 1)
+
+    def damage(self, offset: int, data: bytes | None = None, *, size: int | None = None) -> bytes:
+        with open(self.path, "r+b") as f:
+            if size is not None:
+                f.truncate(size)
+            if data is not None:
+                f.seek(offset)
+                f.write(data)
+        with open(self.path, "rb") as f:
+            return f.read()
+
+    def test_good_cache_is_kept(self) -> None:
+        import sqlite3
+        from contextlib import closing
+
+        self.open()
+        self.assertEqual(self.warnings, [])
+        self.assertFalse(self.exists(self.backup))
+        with closing(sqlite3.connect(self.path)) as conn:
+            self.assertEqual(conn.execute("SELECT value FROM state").fetchall(), [("yes",)])
+
+    def test_truncated(self) -> None:
+        self.assertMovedAside(self.damage(0, size=100), "malformed")
+
+    def test_bad_magic(self) -> None:
+        self.assertMovedAside(self.damage(0, b"Not SQLite fmt 3\x00"), "not a database")
+
+    def test_damaged_inside(self) -> None:
+        import os
+
+        last_page = (os.path.getsize(self.path) // 4096 - 1) * 4096
+        self.assertMovedAside(self.damage(last_page, b"\xa5" * 4096), "malformed")
+
+    def test_not_a_halp_database(self) -> None:
+        import os
+        import sqlite3
+        from contextlib import closing
+
+        os.remove(self.path)
+        with closing(sqlite3.connect(self.path)) as conn:
+            conn.execute("CREATE TABLE t (x)")
+            conn.commit()
+        with open(self.path, "rb") as f:
+            original = f.read()
+        self.assertMovedAside(original, "not a HALP one")
+
+    def test_future_version(self) -> None:
+        import sqlite3
+        from contextlib import closing
+
+        from halp.store.sqlite import SCHEMA_VERSION
+
+        with closing(sqlite3.connect(self.path)) as conn:
+            conn.execute("UPDATE halp_version SET version = ?", (SCHEMA_VERSION + 1,))
+            conn.commit()
+        with open(self.path, "rb") as f:
+            original = f.read()
+        self.assertMovedAside(original, f"schema version {SCHEMA_VERSION + 1}")
+
+    def test_log_files_move_with_the_database(self) -> None:
+        """
+        A cache left by a crash has a ``-wal`` with committed data (here: a
+        newer schema version) and a ``-shm``: they move with it, so the
+        ``.bak`` still reads as it was, and no stale log meets the new cache.
+        """
+        import os
+        import shutil
+        import sqlite3
+        from contextlib import closing
+
+        from halp.store.sqlite import SCHEMA_VERSION
+
+        crashed = self.mktemp()
+        os.makedirs(crashed)
+        with closing(sqlite3.connect(self.path, isolation_level=None)) as conn:
+            conn.execute("UPDATE halp_version SET version = ?", (SCHEMA_VERSION + 1,))
+            self.assertTrue(self.exists(self.path + "-wal"))
+            # Copy the files while the connection is open: a crash.
+            for suffix in ("", "-wal", "-shm"):
+                shutil.copy(self.path + suffix, os.path.join(crashed, "c" + suffix))
+        for suffix in ("", "-wal", "-shm"):
+            shutil.copy(os.path.join(crashed, "c" + suffix), self.path + suffix)
+        self.open()
+        self.assertEqual(len(self.warnings), 1)
+        for suffix in ("-wal", "-shm"):
+            self.assertTrue(self.exists(self.backup + suffix), suffix)
+        with closing(sqlite3.connect(self.backup)) as conn:
+            self.assertEqual(conn.execute("SELECT version FROM halp_version").fetchall(),
+                             [(SCHEMA_VERSION + 1,)])
+
+    def test_stale_backup_logs_are_removed(self) -> None:
+        for suffix in ("-wal", "-shm", "-journal"):
+            with open(self.backup + suffix, "wb") as f:
+                f.write(b"an older backup's log")
+        self.assertMovedAside(self.damage(0, b"Not SQLite fmt 3\x00"), "not a database")
+        for suffix in ("-wal", "-shm", "-journal"):
+            self.assertFalse(self.exists(self.backup + suffix), suffix)
+
+    def test_unwritable_directory_is_reported_not_moved(self) -> None:
+        import os
+
+        if os.geteuid() == 0:
+            from twisted.trial.unittest import SkipTest
+
+            raise SkipTest("root writes to read-only directories")
+        os.chmod(self.directory, 0o555)
+        self.addCleanup(os.chmod, self.directory, 0o755)
+        e = self.assertRaises(StoreError, self.open)
+        self.assertIn("not writable", str(e))
+        self.assertEqual(self.warnings, [])
+        self.assertFalse(self.exists(self.backup))
+
+    def test_log_says_it_too(self) -> None:
+        from twisted.internet.testing import EventLoggingObserver
+        from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+
+        events = EventLoggingObserver()
+        globalLogPublisher.addObserver(events)
+        self.addCleanup(globalLogPublisher.removeObserver, events)
+        self.damage(0, b"Not SQLite fmt 3\x00")
+        self.open()
+        logged = [formatEvent(e) for e in events if e.get("log_level") == LogLevel.warn]
+        self.assertEqual(logged, self.warnings)
