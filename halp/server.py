@@ -12,7 +12,7 @@ a call on the :class:`~halp.core.HALPCore` and the result into a
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Union
+from typing import Any, Union, cast
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import (
@@ -27,7 +27,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from halp.core import HALPCore, Page, Refused, Replicated, Stored
+from halp.connlimit import ConnectionLimiter, Refusal
+from halp.core import HALPCore, Page, Pending, Refused, Replicated, Stored
 from halp.error import ErrorCode, ProtocolError, StoreError
 from halp.model import ChangePage, Entry, LabelInfo, check_host
 from halp.wire import (
@@ -53,6 +54,7 @@ from halp.wire import (
     format_label,
     format_ok,
     format_peer,
+    format_pending,
     format_success,
     summarize,
 )
@@ -120,6 +122,13 @@ class HALPServerProtocol(Protocol):
     peer does not read), no request is answered and nothing is read, so a
     peer that pipelines without reading holds a bounded amount of memory.
 
+    A request must arrive whole within the factory's ``request_timeout``
+    of the read that brought its first byte (an insert or push block is
+    one request), else it is answered ``error bad-request`` and the
+    connection closed: a peer that trickles bytes (a slowloris) is never
+    idle, so the idle timeout alone would not close it.  Time while the
+    server does not read does not count.
+
     The libhalp compatibility rule lives here too, because it is about
     framing: when the first request of a connection is left without its
     line ending and the peer then goes quiet for the factory's
@@ -151,6 +160,7 @@ class HALPServerProtocol(Protocol):
         self._compat_call: IDelayedCall | None = None
         self._idle_call: IDelayedCall | None = None
         self._abort_call: IDelayedCall | None = None
+        self._request_call: IDelayedCall | None = None
         self.peer = "?"
         #: The peer's host as an entry's source: its canonical address, or
         #: "" when it has none (a UNIX socket, a scoped IPv6 address).
@@ -173,10 +183,10 @@ class HALPServerProtocol(Protocol):
         self._lost = True
         self._input_done = True
         self._queue.clear()
-        for call in (self._compat_call, self._idle_call, self._abort_call):
+        for call in (self._compat_call, self._idle_call, self._abort_call, self._request_call):
             if call is not None and call.active():
                 call.cancel()
-        self._compat_call = self._idle_call = self._abort_call = None
+        self._compat_call = self._idle_call = self._abort_call = self._request_call = None
         self.factory.connection_closed(self)
 
     def readConnectionLost(self) -> None:
@@ -214,6 +224,10 @@ class HALPServerProtocol(Protocol):
                 self.transport.pauseProducing()
         if reading:
             self._take_lines()
+        else:
+            # While the server does not read, the peer cannot finish its
+            # request: its deadline starts again when reading resumes.
+            self._cancel_request_deadline()
 
     # -- input ---------------------------------------------------------------
 
@@ -243,10 +257,46 @@ class HALPServerProtocol(Protocol):
                     if item is not None:
                         self._enqueue(item)
                     self._enqueue(_CLOSE)
+                else:
+                    self._watch_request()
                 return
             item = self._decoder.feed(line)
             if item is not None:
+                self._cancel_request_deadline()
                 self._enqueue(item)
+
+    # -- request deadline ----------------------------------------------------
+
+    def _watch_request(self) -> None:
+        """
+        All complete lines are taken: if a request has begun (part of a
+        line, or an open insert or push block), it must be complete within
+        the factory's ``request_timeout`` of the read that began it.
+        """
+        if self._request_call is None and (self._lines.partial or self._decoder.in_block):
+            self._request_call = self.factory.clock.callLater(
+                self.factory.request_timeout, self._request_late
+            )
+
+    def _cancel_request_deadline(self) -> None:
+        if self._request_call is not None and self._request_call.active():
+            self._request_call.cancel()
+        self._request_call = None
+
+    def _request_late(self) -> None:
+        """A request took too long to arrive (a slowloris): answer what
+        came before it, then an error, and close."""
+        self._request_call = None
+        if self._input_done or self._lost:
+            return
+        self.factory.log_late(self)
+        self._set_reading(False)
+        self._input_done = True  # nothing more is acted on
+        timeout = self.factory.request_timeout
+        self._enqueue(
+            ProtocolError(ErrorCode.BAD_REQUEST, f"request not complete within {timeout:g} s")
+        )
+        self._enqueue(_CLOSE)
 
     def _first_request_unfinished(self) -> bool:
         return not self._any_request and (self._decoder.in_block or self._lines.partial)
@@ -348,6 +398,7 @@ class HALPServerProtocol(Protocol):
     def _close(self) -> None:
         self._input_done = True
         self._queue.clear()
+        self._cancel_request_deadline()
         if self._abort_call is not None:
             return  # already closing
         if self._idle_call is not None and self._idle_call.active():
@@ -392,6 +443,14 @@ class HALPServerFactory(Factory):
         request before it is answered the libhalp way.
     :param abort_timeout: seconds a closing connection may take to drain
         before it is aborted.
+    :param request_timeout: seconds a request may take to arrive, from the
+        read that brought its first byte to its line ending (for an insert
+        or push block, to its empty line); a slower one is answered
+        ``error bad-request`` and the connection closed.
+    :param limiter: the connection caps, shared with the server's other
+        listeners; by default one of its own with the default caps.  A
+        connection over a cap is answered with one ``error busy`` line and
+        closed.
     :param log_requests: whether to log every request with its result
         (connections, idle closes and unexpected failures are always
         logged).
@@ -409,6 +468,8 @@ class HALPServerFactory(Factory):
         idle_timeout: float = 60.0,
         compat_window: float = 0.3,
         abort_timeout: float = 15.0,
+        request_timeout: float = 30.0,
+        limiter: ConnectionLimiter | None = None,
         log_requests: bool = True,
     ) -> None:
         self.core = core
@@ -416,10 +477,38 @@ class HALPServerFactory(Factory):
         self.idle_timeout = idle_timeout
         self.compat_window = compat_window
         self.abort_timeout = abort_timeout
+        self.request_timeout = request_timeout
+        self.limiter = limiter if limiter is not None else ConnectionLimiter()
         self.log_requests = log_requests
         self.connections: set[HALPServerProtocol] = set()
+        #: The limiter key of each admitted connection, until it closes.
+        self._admitted: dict[HALPServerProtocol, str | None] = {}
 
     # -- connection events ---------------------------------------------------
+
+    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
+        """
+        A :class:`HALPServerProtocol` for a connection from ``addr`` that
+        the :attr:`limiter` admits, else a
+        :class:`~halp.connlimit.Refusal` that answers ``error busy``.
+        """
+        key, message = self.limiter.check(addr, self.clock.seconds())
+        if message is not None:
+            self.core.traffic.record(
+                "halp1",
+                "connection",
+                ErrorCode.BUSY.value,
+                when=self.core.now(),
+                peer=address_host(addr),
+                request="(connection)",
+                message=message,
+            )
+            return Refusal(
+                format_error(ErrorCode.BUSY, message), self.clock, self.abort_timeout
+            )
+        proto = cast(HALPServerProtocol, super().buildProtocol(addr))
+        self._admitted[proto] = key
+        return proto
 
     def connection_opened(self, proto: HALPServerProtocol) -> None:
         self.connections.add(proto)
@@ -430,6 +519,8 @@ class HALPServerFactory(Factory):
         if proto in self.connections:
             self.connections.discard(proto)
             self.core.traffic.connected("halp1", -1)
+        if proto in self._admitted:
+            self.limiter.release(self._admitted.pop(proto))
         self._log.info("{peer} disconnected", peer=proto.peer)
 
     def log_request(
@@ -462,6 +553,13 @@ class HALPServerFactory(Factory):
             request=what,
             status=status,
             lines=len(reply.lines),
+        )
+
+    def log_late(self, proto: HALPServerProtocol) -> None:
+        self._log.info(
+            "{peer} did not complete a request within {timeout} s, closing",
+            peer=proto.peer,
+            timeout=self.request_timeout,
         )
 
     def log_idle(self, proto: HALPServerProtocol) -> None:
@@ -531,25 +629,31 @@ class HALPServerFactory(Factory):
     @staticmethod
     def _pushed(result: Replicated) -> Reply:
         lines = tuple(format_failure(r.label, r.raw, r.reason) for r in result.refused)
+        pending = f" {result.pending} pending" if result.pending else ""
         return Reply(
             lines,
             format_ok(
                 f"{result.changed} changed {result.unchanged} unchanged "
-                f"{len(result.refused)} refused"
+                f"{len(result.refused)} refused{pending}"
             ),
         )
 
     @staticmethod
-    def _inserted(outcomes: list[Stored | Refused]) -> Reply:
+    def _inserted(outcomes: list[Stored | Refused | Pending]) -> Reply:
         lines = []
-        stored = 0
+        stored = pending = 0
         for outcome in outcomes:
             if isinstance(outcome, Stored):
                 stored += 1
                 lines.append(format_success(outcome.label, outcome.entry))
+            elif isinstance(outcome, Pending):
+                pending += 1
+                lines.append(format_pending(outcome.label, outcome.raw, outcome.reason))
             else:
                 lines.append(format_failure(outcome.label, outcome.raw, outcome.reason))
-        return Reply(tuple(lines), format_ok(f"{stored} stored {len(outcomes) - stored} failed"))
+        failed = len(outcomes) - stored - pending
+        waiting = f" {pending} pending" if pending else ""
+        return Reply(tuple(lines), format_ok(f"{stored} stored {failed} failed{waiting}"))
 
     def _failed(self, failure: Failure, request: Request) -> Reply:
         if failure.check(ProtocolError):

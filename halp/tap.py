@@ -28,12 +28,18 @@ from twisted.python.failure import Failure
 
 from halp import __version__
 from halp.client.servers import ServerAddress, parse_server
-from halp.core import HALPCore
-from halp.error import StoreError
+from halp.connlimit import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_HOST,
+    ConnectionLimiter,
+)
+from halp.core import VERIFY_POLICIES, Admission, HALPCore
+from halp.error import ProtocolError, StoreError
 from halp.federation import SYNC_INTERVAL, TEST_INTERVAL, Federation
 from halp.interfaces import IConnectedStore, IHostStore
-from halp.model import Limits
+from halp.model import Limits, check_routable
 from halp.server import HALPServerFactory, describe_address
+from halp.verify import TCPProber
 from halp.store import (
     DEFAULT_STORE,
     StoreSpec,
@@ -48,6 +54,7 @@ __all__ = ["Options", "makeService", "DEFAULT_PORT", "parse_duration"]
 DEFAULT_PORT = 7100
 
 _DEFAULTS = Limits()
+_ADMISSION = Admission()
 
 _DURATION = re.compile(r"([0-9]+)([smhd]?)\Z")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -99,6 +106,40 @@ def _count(option: str, low: int, high: int) -> Callable[[str], int]:
 
     coerce.coerceDoc = f"An integer from {low} to {high}."  # type: ignore[attr-defined]
     return coerce
+
+
+def _rate(option: str) -> Callable[[str], float]:
+    def coerce(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not 0 <= value <= 1e9:
+            raise ValueError(f"--{option}: expected a number from 0, not {text!r}")
+        return value
+
+    coerce.coerceDoc = "A number from 0."  # type: ignore[attr-defined]
+    return coerce
+
+
+def _verify(text: str) -> str:
+    if text not in VERIFY_POLICIES:
+        raise ValueError(f"--verify: expected one of {', '.join(VERIFY_POLICIES)}, not {text!r}")
+    return text
+
+
+_verify.coerceDoc = "One of all, inserts, none."  # type: ignore[attr-defined]
+
+
+class _OnStop(Service):
+    """Calls ``stop`` when the server stops."""
+
+    def __init__(self, stop: Callable[[], object]) -> None:
+        self._stop = stop
+
+    def stopService(self) -> None:
+        super().stopService()
+        self._stop()
 
 
 def _public_address(text: str) -> ServerAddress:
@@ -162,6 +203,14 @@ class Options(usage.Options):
             "servers from the halp label.",
         ],
         [
+            "allow-private",
+            None,
+            "Accept entries for hosts that are not globally routable (private, "
+            "loopback, link-local, CGNAT, documentation and reserved "
+            "addresses): for a server on a LAN or a test bed, not on the "
+            "internet.",
+        ],
+        [
             "no-request-log",
             None,
             "Do not log each request and its result (connections, errors "
@@ -200,6 +249,41 @@ class Options(usage.Options):
             60.0,
             "Seconds of silence after which a connection is closed.",
             _seconds("idle-timeout"),
+        ],
+        [
+            "request-timeout",
+            None,
+            30.0,
+            "Seconds a request may take to arrive, from its first byte to its "
+            "end (an insert or push block counts as one request; for HTTP, "
+            "headers and body); a slower one is refused and the connection "
+            "closed.",
+            _seconds("request-timeout"),
+        ],
+        [
+            "abort-timeout",
+            None,
+            15.0,
+            "Seconds a closing connection may take to take its last answer "
+            "before it is cut off.",
+            _seconds("abort-timeout"),
+        ],
+        [
+            "max-connections",
+            None,
+            DEFAULT_MAX_CONNECTIONS,
+            "Open client connections in all (HALP/1 and HTTP together); more "
+            "are answered 'error busy' (HTTP 503) and closed.",
+            _count("max-connections", 1, 1_000_000),
+        ],
+        [
+            "max-connections-per-host",
+            None,
+            DEFAULT_MAX_CONNECTIONS_PER_HOST,
+            "Open client connections from one IPv4 address or IPv6 /56 "
+            "(HALP/1 and HTTP together); 0 for no such cap (behind a "
+            "reverse proxy).",
+            _count("max-connections-per-host", 0, 1_000_000),
         ],
         [
             "purge-interval",
@@ -248,6 +332,39 @@ class Options(usage.Options):
             TEST_INTERVAL,
             "Seconds between tests of learned servers (one at a time).",
             _seconds("peer-test-interval"),
+        ],
+        [
+            "verify",
+            None,
+            "all",
+            "Which entries naming a host other than the connection that "
+            "sent them wait until this server has reached that host itself: "
+            "'all' (also those from peer servers), 'inserts' (clients' "
+            "inserts only; peer servers are trusted), or 'none'.",
+            _verify,
+        ],
+        [
+            "insert-rate",
+            None,
+            _ADMISSION.insert_rate,
+            "Entries (times labels) per second one client address may "
+            "insert, on average; 0 for no limit.",
+            _rate("insert-rate"),
+        ],
+        [
+            "insert-burst",
+            None,
+            _ADMISSION.insert_burst,
+            "Entries (times labels) one client address may insert at once.",
+            _rate("insert-burst"),
+        ],
+        [
+            "group-share",
+            None,
+            _ADMISSION.group_share,
+            "One source network (IPv4 /16, IPv6 /32) may fill at most "
+            "1/N of a label; 0 for no limit.",
+            _count("group-share", 0, 1_000_000),
         ],
     ]
 
@@ -309,6 +426,15 @@ class Options(usage.Options):
                 "--no-federation: cannot be combined with --peer, --public-address "
                 "or --public-http"
             )
+        public = self["public-address"]
+        if public is not None and not self["allow-private"]:
+            try:
+                check_routable(public.host)
+            except ProtocolError as e:
+                raise usage.UsageError(
+                    f"--public-address: {e.message.removeprefix('bad host: ')}; "
+                    "add --allow-private for a server on a LAN"
+                ) from None
         if self["public-http"] and not self["http"]:
             raise usage.UsageError("--public-http: needs --http")
         if self["public-http"] and not self["public-address"]:
@@ -321,6 +447,16 @@ class Options(usage.Options):
     def limits(self) -> Limits:
         """The :class:`~halp.model.Limits` these options ask for."""
         return Limits(max_entries=self["max-entries"], ttl=self["ttl"])
+
+    def admission(self) -> Admission:
+        """The :class:`~halp.core.Admission` rules these options ask for."""
+        return Admission(
+            allow_private=bool(self["allow-private"]),
+            verify=self["verify"],
+            insert_rate=self["insert-rate"],
+            insert_burst=max(1.0, self["insert-burst"]),
+            group_share=self["group-share"],
+        )
 
 
 class StoreService(Service):
@@ -439,6 +575,63 @@ class ListenerService(Service):
         return None
 
 
+#: File descriptors the server needs besides its client connections: the
+#: listening sockets, the store's files, the log, the reactor's own, and
+#: connections to peers.
+FD_RESERVE = 64
+
+
+def fit_fd_limit(
+    wanted: int,
+    getrlimit: Callable[[int], tuple[int, int]] | None = None,
+    setrlimit: Callable[[int, tuple[int, int]], None] | None = None,
+) -> int | None:
+    """
+    Raise the soft limit on open files (``RLIMIT_NOFILE``) to ``wanted``
+    if it is lower, as far as the hard limit allows.  (systemd leaves the
+    soft limit at 1024 and the hard one high, so that a program that needs
+    more raises its own soft limit.)
+
+    :param getrlimit: and ``setrlimit``: the :mod:`resource` functions, by
+        default.
+    :return: the soft limit in effect, or ``None`` where there is none to
+        read (not a POSIX system).
+    """
+    try:
+        import resource
+    except ImportError:  # pragma: no cover (not POSIX)
+        return None
+    get = getrlimit if getrlimit is not None else resource.getrlimit
+    put = setrlimit if setrlimit is not None else resource.setrlimit
+    soft, hard = get(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return soft
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        try:
+            put(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            return soft
+        return target
+    return soft
+
+
+def _check_fd_limit(max_connections: int) -> None:
+    """Make room for ``max_connections`` connections, or warn that there is none."""
+    wanted = max_connections + FD_RESERVE
+    files = fit_fd_limit(wanted)
+    if files is not None and files < wanted:
+        Logger().warn(
+            "This process may open {files} files (RLIMIT_NOFILE), fewer than "
+            "--max-connections {connections} needs ({wanted}); past the limit, "
+            "connections are accepted and closed at once without an answer.  "
+            "Raise the limit (ulimit -n, LimitNOFILE=) or lower --max-connections",
+            files=files,
+            connections=max_connections,
+            wanted=wanted,
+        )
+
+
 def _is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -488,11 +681,24 @@ def makeService(options: Options) -> IService:
 
     spec: StoreSpec = options["store-spec"]
     store = make_store(spec, reactor)  # type: ignore[arg-type]
-    core = HALPCore(store, reactor, options.limits())
+    admission = options.admission()
+    core = HALPCore(
+        store,
+        reactor,
+        options.limits(),
+        admission=admission,
+        prober=TCPProber(reactor, allow_private=admission.allow_private),
+    )
+    # One count for every listener: the caps bound the process's descriptors.
+    limiter = ConnectionLimiter(options["max-connections"], options["max-connections-per-host"])
+    _check_fd_limit(options["max-connections"])
     factory = HALPServerFactory(
         core,
         reactor,
         idle_timeout=options["idle-timeout"],
+        request_timeout=options["request-timeout"],
+        abort_timeout=options["abort-timeout"],
+        limiter=limiter,
         log_requests=not options["no-request-log"],
     )
 
@@ -527,6 +733,9 @@ def makeService(options: Options) -> IService:
             core,
             reactor,
             timeout=options["idle-timeout"],
+            request_timeout=options["request-timeout"],
+            abort_timeout=options["abort-timeout"],
+            limiter=limiter,
             log_requests=not options["no-request-log"],
         )
         for i, description in enumerate(options["http"]):
@@ -543,6 +752,9 @@ def makeService(options: Options) -> IService:
                 what="HTTP",
                 on_listening=advertise,
             ).setServiceParent(top)
+    if core.verifier is not None:
+        # Last, so stopped first: no probe starts while the server stops.
+        _OnStop(core.verifier.stop).setServiceParent(top)
     Logger().info(
         "HALP {version} serving from the {store} store",
         version=__version__,

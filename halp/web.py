@@ -21,7 +21,8 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from io import BytesIO
+from typing import Any, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence, cast
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import (
@@ -34,7 +35,8 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http
@@ -43,7 +45,8 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 from zope.interface import implementer
 
 from halp import __version__
-from halp.core import HALPCore, Page, Refused, Stored
+from halp.connlimit import BUSY_RETRY, ConnectionLimiter, Refusal
+from halp.core import HALPCore, Page, Pending, Refused, Stored
 from halp.error import ErrorCode, ProtocolError, StoreError
 from halp.model import (
     Census,
@@ -500,13 +503,18 @@ class HALPResource(Resource):
         outcomes = await self.core.insert([label], candidates, _client_host(request))
         stored = [o for o in outcomes if isinstance(o, Stored)]
         refused = [o for o in outcomes if isinstance(o, Refused)]
+        pending = [o for o in outcomes if isinstance(o, Pending)]
         body: dict[str, object] = {
             "label": label,
             "stored": [_entry_json(o.entry) for o in stored],
             "refused": [{"entry": o.raw, "reason": o.reason} for o in refused],
         }
+        if pending:
+            body["pending"] = [{"entry": o.raw, "reason": o.reason} for o in pending]
         if stored:
             return Answer(_json(body), _JSON)
+        if pending:
+            return Answer(_json(body), _JSON, status=202)
         malformed = any(isinstance(c, RejectedEntry) for c in candidates)
         raise HTTPError(
             400 if malformed else 422,
@@ -989,6 +997,12 @@ class _BodyLimitedRequest(Request):
 
     _refused = False
 
+    def gotLength(self, length: int | None) -> None:
+        # A body is at most MAX_BODY bytes (more is refused), so it is kept
+        # in memory.  twisted.web would spool one of unknown length
+        # (chunked) or of 100,000 bytes or more to a temporary file.
+        self.content = BytesIO()
+
     def handleContentChunk(self, data: bytes) -> None:
         if self._refused:
             return
@@ -1007,18 +1021,27 @@ class _BodyLimitedRequest(Request):
 
 
 class _Channel(http.HTTPChannel):
-    """An HTTP/1.1 connection that answers an over-long body with 413 first."""
+    """
+    An HTTP/1.1 connection that answers an over-long body with 413 first,
+    and a request that takes more than the site's ``request_timeout`` to
+    arrive (headers and body, from the read that began it) with 408.
+    """
 
     site: HALPSite
-    #: Whether the connection was answered 413: nothing more is read.
+    #: Whether the connection was answered 413 or 408: nothing more is read.
     _refused = False
+    #: Between a whole request and the end of its answer (no deadline runs).
+    _answering = False
+    _deadline: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
         self.site.core.traffic.connected("http", 1)
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        self._cancel_deadline()
         self.site.core.traffic.connected("http", -1)
+        self.site.channel_closed(self)
         super().connectionLost(reason)
 
     def dataReceived(self, data: bytes) -> None:
@@ -1027,7 +1050,39 @@ class _Channel(http.HTTPChannel):
             # gotLength()) and fail; the answer is sent, the connection
             # closing: the transport may still deliver what it had read.
             return
+        if self._deadline is None and not self._answering:
+            self._deadline = self.site.clock.callLater(
+                self.site.request_timeout, self._request_late
+            )
         super().dataReceived(data)
+
+    def allContentReceived(self) -> None:
+        self._cancel_deadline()
+        self._answering = True
+        super().allContentReceived()
+
+    def requestDone(self, request: http.Request) -> None:
+        self._answering = False
+        super().requestDone(request)
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _request_late(self) -> None:
+        """Answer 408 to a request that did not arrive in time (a slowloris)."""
+        self._deadline = None
+        if self._refused or self._answering:
+            return
+        timeout = self.site.request_timeout
+        self._close_with(
+            b"408 Request Timeout",
+            "request-timeout",
+            f"the request did not arrive within {timeout:g} s",
+            kind="unknown",
+            summary="(request not complete)",
+        )
 
     def allHeadersReceived(self) -> None:
         if self.length is not None and self.length > MAX_BODY:
@@ -1037,38 +1092,79 @@ class _Channel(http.HTTPChannel):
 
     def refuse_body(self) -> None:
         """Answer 413 and close, reading no more of the request."""
+        self._close_with(
+            b"413 Payload Too Large",
+            "too-large",
+            f"the request body is over {MAX_BODY} bytes",
+            kind="insert",
+            summary="(request body too large)",
+            logged=f"over {MAX_BODY} bytes",
+        )
+
+    def _close_with(
+        self,
+        status: bytes,
+        error: str,
+        message: str,
+        *,
+        kind: str,
+        summary: str,
+        logged: str | None = None,
+    ) -> None:
+        """
+        Answer ``status`` with a JSON error and close, reading nothing
+        more; a peer that does not take the answer is cut off after
+        ``abortTimeout``.
+        """
         if self._refused:
             return
         self._refused = True
-        body = _json(
-            {"error": "too-large", "message": f"the request body is over {MAX_BODY} bytes"}
-        )
+        self._cancel_deadline()
         transport = self.transport
         assert transport is not None
-        transport.write(
-            b"HTTP/1.1 413 Payload Too Large\r\n"
-            b"Content-Type: application/json\r\n"
-            b"Content-Length: %d\r\n"
-            b"Connection: close\r\n\r\n%s" % (len(body), body)
-        )
+        transport.write(_error_response(status, error, message))
         core = self.site.core
         core.traffic.record(
             "http",
-            "insert",
-            "too-large",
+            kind,
+            error,
             when=core.now(),
             peer=address_host(transport.getPeer()),
-            request="(request body too large)",
-            message=f"over {MAX_BODY} bytes",
+            request=summary,
+            message=message if logged is None else logged,
         )
         self.loseConnection()
+        if self.abortTimeout is not None and self._abortingCall is None:
+            self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
+
+
+def _error_response(status: bytes, error: str, message: str, headers: bytes = b"") -> bytes:
+    """A whole ``Connection: close`` response with a JSON error body."""
+    body = _json({"error": error, "message": message})
+    return (
+        b"HTTP/1.1 %s\r\n"
+        b"Content-Type: application/json\r\n"
+        b"Content-Length: %d\r\n"
+        b"%s"
+        b"Connection: close\r\n\r\n%s" % (status, len(body), headers, body)
+    )
 
 
 class HALPSite(Site):
     """
     The :class:`~twisted.web.server.Site` of the HTTP face: the
-    :class:`HALPResource`, a body limit, connection counting, and request
-    logging in the same form as the line protocol's.
+    :class:`HALPResource`, a body limit, a request deadline, connection
+    caps and counting, and request logging in the same form as the line
+    protocol's.
+
+    :param timeout: seconds of silence after which a connection is closed.
+    :param request_timeout: seconds a request (headers and body) may take
+        to arrive; a slower one is answered ``408``.
+    :param abort_timeout: seconds a closing connection may take to drain
+        before it is aborted.
+    :param limiter: the connection caps, shared with the server's other
+        listeners; by default one of its own with the default caps.  A
+        connection over a cap is answered ``503`` and closed.
     """
 
     requestFactory = _BodyLimitedRequest
@@ -1082,11 +1178,55 @@ class HALPSite(Site):
         clock: IReactorTime,
         *,
         timeout: float = 60.0,
+        request_timeout: float = 30.0,
+        abort_timeout: float = 15.0,
+        limiter: ConnectionLimiter | None = None,
         log_requests: bool = True,
     ) -> None:
         self.core = core
+        self.clock = clock
+        self.request_timeout = request_timeout
+        self.abort_timeout = abort_timeout
+        self.limiter = limiter if limiter is not None else ConnectionLimiter()
         self.log_requests = log_requests
+        #: The limiter key of each admitted connection, until it closes.
+        self._admitted: dict[_Channel, str | None] = {}
         super().__init__(HALPResource(core, clock), timeout=timeout, reactor=clock)
+
+    def buildProtocol(  # type: ignore[override]
+        self, addr: IAddress | None
+    ) -> Protocol | None:
+        """
+        A channel for a connection from ``addr`` that the :attr:`limiter`
+        admits, else a :class:`~halp.connlimit.Refusal` that answers
+        ``503``.
+        """
+        key, message = self.limiter.check(addr, self.clock.seconds())
+        if message is not None:
+            self.core.traffic.record(
+                "http",
+                "connection",
+                ErrorCode.BUSY.value,
+                when=self.core.now(),
+                peer=address_host(addr),
+                request="(connection)",
+                message=message,
+            )
+            answer = _error_response(
+                b"503 Service Unavailable",
+                ErrorCode.BUSY.value,
+                message,
+                b"Retry-After: %d\r\n" % BUSY_RETRY,
+            )
+            return Refusal(answer, self.clock, self.abort_timeout)
+        channel = cast(_Channel, super().buildProtocol(addr))
+        channel.abortTimeout = self.abort_timeout  # type: ignore[assignment]  # int in the stubs
+        self._admitted[channel] = key
+        return channel
+
+    def channel_closed(self, channel: _Channel) -> None:
+        if channel in self._admitted:
+            self.limiter.release(self._admitted.pop(channel))
 
     def log(self, request: http.Request) -> None:
         if not self.log_requests:
@@ -1101,7 +1241,22 @@ class HALPSite(Site):
 
 
 def make_site(
-    core: HALPCore, clock: IReactorTime, *, timeout: float = 60.0, log_requests: bool = True
+    core: HALPCore,
+    clock: IReactorTime,
+    *,
+    timeout: float = 60.0,
+    request_timeout: float = 30.0,
+    abort_timeout: float = 15.0,
+    limiter: ConnectionLimiter | None = None,
+    log_requests: bool = True,
 ) -> HALPSite:
-    """The HTTP face of ``core``, ready to listen with."""
-    return HALPSite(core, clock, timeout=timeout, log_requests=log_requests)
+    """The HTTP face of ``core``, ready to listen with (see :class:`HALPSite`)."""
+    return HALPSite(
+        core,
+        clock,
+        timeout=timeout,
+        request_timeout=request_timeout,
+        abort_timeout=abort_timeout,
+        limiter=limiter,
+        log_requests=log_requests,
+    )

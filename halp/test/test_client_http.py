@@ -92,7 +92,9 @@ class _FailingStore(MemoryStore):
     def get(self, label: str, start: int, stop: int, since: int) -> Deferred[list[Entry]]:
         return fail(StoreError("disk on fire"))
 
-    def merge(self, changes: Sequence[Change], max_entries: int) -> Deferred[list[Merged]]:
+    def merge(
+        self, changes: Sequence[Change], max_entries: int, max_per_group: int = 0
+    ) -> Deferred[list[Merged]]:
         return fail(StoreError("disk on fire"))
 
 

@@ -575,8 +575,10 @@ class SlowStore(RecordingStore):
         self.delay = delay
         self.fail_state = fail_state
 
-    def merge(self, changes: Sequence[Change], max_entries: int) -> Deferred[list[Merged]]:
-        result = super().merge(changes, max_entries)
+    def merge(
+        self, changes: Sequence[Change], max_entries: int, max_per_group: int = 0
+    ) -> Deferred[list[Merged]]:
+        result = super().merge(changes, max_entries, max_per_group)
         if not self.delay:
             return result
         later: Deferred[list[Merged]] = Deferred()

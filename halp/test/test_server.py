@@ -7,13 +7,17 @@ from __future__ import annotations
 
 from typing import Any, Sequence, cast
 
-from twisted.internet.address import IPv6Address, UNIXAddress
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver, StringTransport
 from twisted.logger import globalLogPublisher
+from twisted.protocols import policies
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from halp.connlimit import ConnectionLimiter, Refusal, host_key
 from halp.core import REPLICATION_SKEW, HALPCore, PeerStatus
 from halp.error import StoreError
 from halp.model import Change, Entry, LabelInfo, Limits, Merged
@@ -44,8 +48,10 @@ class HeldStore(MemoryStore):
     def get(self, label: str, start: int, stop: int, since: int) -> Deferred[list[Entry]]:
         return self._maybe_hold(super().get(label, start, stop, since))
 
-    def merge(self, changes: Sequence[Change], max_entries: int) -> Deferred[list[Merged]]:
-        return self._maybe_hold(super().merge(changes, max_entries))
+    def merge(
+        self, changes: Sequence[Change], max_entries: int, max_per_group: int = 0
+    ) -> Deferred[list[Merged]]:
+        return self._maybe_hold(super().merge(changes, max_entries, max_per_group))
 
     def release_one(self) -> None:
         d, later = self.waiting.pop(0)
@@ -711,3 +717,379 @@ class FederationRequestTests(ServerTestCase):
         self.assertIn(b"entries-replicated 1", lines)
         self.assertEqual(lines[-2], b"a %d h 1 -" % NOW)
         self.assertTrue(lines[-1].startswith(b"ok 1 next "))
+
+
+# -- the request deadline ------------------------------------------------------
+
+
+LATE = b"error bad-request request not complete within 30 s"
+
+
+class RequestDeadlineTests(ServerTestCase):
+    """
+    A request must arrive whole within ``request_timeout`` (30 s by
+    default) of the read that brought its first byte: a slowloris that
+    trickles bytes is cut off, although it is never idle.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.send(b"hello\n")  # past the libhalp rule, which applies to a first request
+        self.lines()
+
+    def test_default(self) -> None:
+        self.assertEqual(self.factory.request_timeout, 30.0)
+
+    def test_partial_line_is_refused_after_the_deadline(self) -> None:
+        self.send(b"get")
+        self.clock.advance(20)
+        self.send(b" a")  # more bytes of the same line do not extend it
+        self.clock.advance(9.9)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(0.1)
+        self.assertEqual(self.lines(), [LATE])
+        self.assertTrue(self.transport.disconnecting)
+        # A peer that does not take the answer is cut off.
+        self.clock.advance(self.factory.abort_timeout)
+        self.assertTrue(self.transport.disconnected)
+
+    def test_trickle_is_never_idle_but_meets_the_deadline(self) -> None:
+        for _ in range(29):
+            self.send(b"x")
+            self.clock.advance(1)
+        self.assertFalse(self.transport.disconnecting)
+        self.send(b"x")
+        self.clock.advance(1)
+        self.assertEqual(self.lines(), [LATE])
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_first_request_trickled_faster_than_the_libhalp_window(self) -> None:
+        """The libhalp rule waits for 0.3 s of silence, which never comes."""
+        proto, transport = self.connect()
+        proto.dataReceived(b"insert a\n")
+        trickle = b"%d 192.0.2.1 1\n" % NOW * 10
+        for i in range(150):
+            proto.dataReceived(trickle[i : i + 1])
+            self.clock.advance(0.2)
+        self.assertEqual(transport.value().splitlines(), [LATE])
+        self.assertTrue(transport.disconnecting)
+
+    def test_insert_block_is_one_request(self) -> None:
+        self.send(b"insert a\n")
+        for i in range(2):
+            self.clock.advance(10)
+            self.send(b"%d 192.0.2.%d 1\n" % (NOW, i + 1))
+        self.clock.advance(9.9)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(0.1)
+        self.assertEqual(self.lines(), [LATE])
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.successResultOf(self.store.get("a", 0, 10, 0)), [])
+
+    def test_push_block_is_one_request(self) -> None:
+        self.send(b"push\n")
+        self.clock.advance(15)
+        self.send(b"a %d h 1\n" % NOW)
+        self.clock.advance(15)
+        self.assertEqual(self.lines(), [LATE])
+
+    def test_each_request_has_its_own_deadline(self) -> None:
+        self.send(b"get a")
+        self.clock.advance(20)
+        self.send(b"\nget b")  # the first is complete, the second begins
+        self.assertEqual(self.lines(), [b"ok 0"])
+        self.clock.advance(29)
+        self.assertFalse(self.transport.disconnecting)
+        self.send(b"\n")
+        self.assertEqual(self.lines(), [b"ok 0"])
+        self.clock.advance(59)
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_no_deadline_between_requests(self) -> None:
+        """A connection with no request under way is only subject to the idle timeout."""
+        self.clock.advance(59)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(1)
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.lines(), [])  # the idle close says nothing
+
+    def test_requests_before_the_late_one_are_answered(self) -> None:
+        self.store.hold = True
+        self.send(b"get a\nget b\nge")
+        self.clock.advance(30)
+        self.assertEqual(self.transport.value(), b"")
+        self.store.release_one()
+        self.store.release_one()
+        self.assertEqual(self.lines(), [b"ok 0", b"ok 0", LATE])
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_no_deadline_while_the_server_does_not_read(self) -> None:
+        """
+        While the peer's output is full the server reads nothing, so the
+        peer cannot finish a request: its deadline starts again when
+        reading resumes.  (The idle timeout still closes a peer that reads
+        nothing.)
+        """
+        self.proto.pauseProducing()
+        self.send(b"get a\nget")
+        self.clock.advance(40)
+        self.assertFalse(self.transport.disconnecting)
+        self.proto.resumeProducing()
+        self.assertEqual(self.lines(), [b"ok 0"])
+        self.clock.advance(29)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(1)
+        self.assertEqual(self.lines(), [LATE])
+
+    def test_configurable(self) -> None:
+        factory = HALPServerFactory(self.core, self.clock, request_timeout=2.5)
+        transport = StringTransport()
+        proto = factory.buildProtocol(transport.getPeer())
+        assert proto is not None
+        proto.makeConnection(transport)
+        proto.dataReceived(b"hello\nget")
+        self.clock.advance(2.5)
+        self.assertEqual(
+            transport.value().splitlines()[-1],
+            b"error bad-request request not complete within 2.5 s",
+        )
+
+    def test_logged(self) -> None:
+        events = EventLoggingObserver()
+        globalLogPublisher.addObserver(events)
+        self.addCleanup(globalLogPublisher.removeObserver, events)
+        self.send(b"get")
+        self.clock.advance(30)
+        self.assertIn(
+            "192.168.1.1:54321 did not complete a request within 30.0 s, closing",
+            [e["log_format"].format(**e) for e in events if "timeout" in e],
+        )
+
+    def test_deadline_cancelled_on_disconnect(self) -> None:
+        self.send(b"get")
+        self.proto.connectionLost()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_deadline_cancelled_by_half_close(self) -> None:
+        self.send(b"get a")
+        self.proto.readConnectionLost()
+        self.assertEqual(self.lines(), [b"ok 0"])
+        self.clock.advance(30)
+        self.assertEqual(self.lines(), [])
+
+
+class LineBufferBoundTests(ServerTestCase):
+    """Test 11 of the reliability anchors: 1 MiB without a line ending."""
+
+    def test_mebibyte_without_newline(self) -> None:
+        """
+        Fed in 64 KiB reads, as a TCP transport delivers it, a line without
+        an end is refused at the first read, the buffer is emptied, and
+        nothing more is held: the server never holds more than
+        ``max_line`` + one read of it.
+        """
+        read = b"x" * 65536
+        held = []
+        for _ in range(16):
+            self.send(read)
+            held.append(len(self.proto._lines._data))
+        self.assertEqual(
+            self.lines(), [b"error line-too-long request lines are at most 100 bytes"]
+        )
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(held, [0] * 16)
+
+    def test_unfinished_line_at_the_limit_then_a_read(self) -> None:
+        self.send(b"hello\n" + b"x" * 100)  # a whole max_line, not yet too long
+        self.assertEqual(len(self.proto._lines._data) - self.proto._lines._pos, 100)
+        self.assertFalse(self.transport.disconnecting)
+        self.send(b"x" * 65536)
+        self.assertEqual(
+            self.lines()[-1], b"error line-too-long request lines are at most 100 bytes"
+        )
+        self.assertEqual(len(self.proto._lines._data), 0)
+
+
+# -- connection caps -------------------------------------------------------------
+
+
+class ConnectionCapTests(SynchronousTestCase):
+    """
+    The server's own connection count (test 14 of the reliability
+    anchors): a cap in all and one per host, shared by its listeners.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(NOW)
+        self.core = HALPCore(MemoryStore(), self.clock)
+        self.limiter = ConnectionLimiter(max_connections=4, max_per_host=2)
+        self.factory = HALPServerFactory(self.core, self.clock, limiter=self.limiter)
+
+    def connect(self, host: str, port: int = 40000) -> tuple[Any, StringTransport]:
+        kind = IPv6Address if ":" in host else IPv4Address
+        transport = StringTransport(peerAddress=kind("TCP", host, port))
+        proto = self.factory.buildProtocol(transport.getPeer())
+        assert proto is not None
+        proto.makeConnection(transport)
+        return proto, transport
+
+    def assertBusy(self, transport: StringTransport, message: bytes) -> None:
+        self.assertEqual(transport.value(), b"error busy " + message + b"\n")
+        self.assertTrue(transport.disconnecting)
+
+    def test_defaults(self) -> None:
+        limiter = HALPServerFactory(self.core, self.clock).limiter
+        self.assertEqual((limiter.max_connections, limiter.max_per_host), (1024, 16))
+
+    def test_per_host_cap(self) -> None:
+        first, _ = self.connect("192.0.2.1")
+        second, _ = self.connect("192.0.2.1", 40001)
+        third, transport = self.connect("192.0.2.1", 40002)
+        self.assertIsInstance(first, HALPServerProtocol)
+        self.assertIsInstance(second, HALPServerProtocol)
+        self.assertIsInstance(third, Refusal)
+        self.assertBusy(
+            transport, b"too many connections from 192.0.2.1 (at most 2 at once); try again in 10 s"
+        )
+        third.dataReceived(b"hello\n")  # a request sent anyway is not answered
+        self.assertEqual(transport.value().count(b"\n"), 1)
+        self.assertEqual(len(self.factory.connections), 2)
+        self.assertEqual(self.core.traffic.connections["halp1"], 2)
+        self.assertEqual(self.core.traffic.requests[("halp1", "connection", "busy")], 1)
+        self.assertEqual((self.limiter.open, self.limiter.count("192.0.2.1")), (2, 2))
+
+    def test_other_hosts_are_not_starved(self) -> None:
+        self.connect("192.0.2.1")
+        self.connect("192.0.2.1")
+        for port in range(100):
+            proto, _ = self.connect("192.0.2.1", port)
+            self.assertIsInstance(proto, Refusal)
+        other, transport = self.connect("198.51.100.7")
+        other.dataReceived(b"get a\n")
+        self.assertEqual(transport.value(), b"ok 0\n")
+        self.assertEqual(self.limiter.open, 3)
+
+    def test_a_closed_connection_frees_its_place(self) -> None:
+        first, _ = self.connect("192.0.2.1")
+        self.connect("192.0.2.1")
+        self.assertIsInstance(self.connect("192.0.2.1")[0], Refusal)
+        first.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.limiter.count("192.0.2.1"), 1)
+        self.assertIsInstance(self.connect("192.0.2.1")[0], HALPServerProtocol)
+
+    def test_refusals_hold_no_place(self) -> None:
+        self.connect("192.0.2.1")
+        self.connect("192.0.2.1")
+        refused, _ = self.connect("192.0.2.1")
+        refused.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual((self.limiter.open, self.limiter.count("192.0.2.1")), (2, 2))
+
+    def test_total_cap(self) -> None:
+        for i in range(4):
+            self.connect(f"192.0.2.{i + 1}")
+        proto, transport = self.connect("198.51.100.7")
+        self.assertIsInstance(proto, Refusal)
+        self.assertBusy(
+            transport, b"the server has too many connections (4); try again in 10 s"
+        )
+
+    def test_ipv6_is_counted_by_its_56(self) -> None:
+        self.connect("2001:db8:0:1::1")
+        self.connect("2001:db8:0:ff::2")
+        proto, transport = self.connect("2001:db8:0:7::3")
+        self.assertBusy(
+            transport,
+            b"too many connections from 2001:db8::/56 (at most 2 at once); try again in 10 s",
+        )
+        self.assertIsInstance(self.connect("2001:db8:0:100::1")[0], HALPServerProtocol)
+
+    def test_ipv4_mapped_is_the_ipv4_host(self) -> None:
+        self.connect("::ffff:192.0.2.1")
+        self.connect("192.0.2.1")
+        self.assertIsInstance(self.connect("::ffff:192.0.2.1")[0], Refusal)
+
+    def test_no_per_host_cap(self) -> None:
+        self.limiter.max_per_host = 0
+        for port in range(4):
+            self.assertIsInstance(self.connect("192.0.2.1", port)[0], HALPServerProtocol)
+        self.assertIsInstance(self.connect("192.0.2.1")[0], Refusal)  # the total still holds
+
+    def test_unix_connections_count_towards_the_total_only(self) -> None:
+        for _ in range(4):
+            transport = StringTransport(peerAddress=UNIXAddress(None))
+            proto = self.factory.buildProtocol(transport.getPeer())
+            self.assertIsInstance(proto, HALPServerProtocol)
+            assert proto is not None
+            proto.makeConnection(transport)
+        self.assertIsInstance(self.connect("192.0.2.1")[0], Refusal)
+
+    def test_host_key(self) -> None:
+        for address, key in [
+            (IPv4Address("TCP", "192.0.2.1", 1), "192.0.2.1"),
+            (IPv6Address("TCP", "::ffff:192.0.2.1", 1), "192.0.2.1"),
+            (IPv6Address("TCP", "2001:DB8:0:1:2:3:4:5", 1), "2001:db8::/56"),
+            (IPv6Address("TCP", "2001:db8:0:1234::1", 1), "2001:db8:0:1200::/56"),
+            (IPv6Address("TCP", "fe80::1%eth0", 1), "fe80::/56"),
+            (IPv6Address("TCP", "::1", 1), "::/56"),
+            (UNIXAddress(b"/tmp/s"), None),
+            (None, None),
+        ]:
+            self.assertEqual(host_key(address), key, address)
+
+    def test_refusal_is_aborted_if_it_does_not_close(self) -> None:
+        self.connect("192.0.2.1")
+        self.connect("192.0.2.1")
+        proto, transport = self.connect("192.0.2.1")
+        self.assertFalse(transport.disconnected)
+        self.clock.advance(self.factory.abort_timeout)
+        self.assertTrue(transport.disconnected)
+        proto.connectionLost(Failure(ConnectionDone()))
+        self.assertIsNone(proto._abort_call)
+        # Closed in time, it is not aborted.
+        proto, transport = self.connect("192.0.2.1")
+        proto.connectionLost(Failure(ConnectionDone()))
+        self.clock.advance(self.factory.abort_timeout)
+        self.assertFalse(transport.disconnected)
+
+    def test_refusals_are_logged_once_per_interval(self) -> None:
+        events = EventLoggingObserver()
+        globalLogPublisher.addObserver(events)
+        self.addCleanup(globalLogPublisher.removeObserver, events)
+        self.connect("192.0.2.1")
+        self.connect("192.0.2.1")
+        for _ in range(100):
+            self.connect("192.0.2.1")
+            self.clock.advance(0.05)
+        self.clock.advance(6)
+        self.connect("192.0.2.1")
+        refusals = [e for e in events if "refused" in e]
+        self.assertEqual([e["refused"] for e in refusals], [1, 100])
+        self.assertEqual(
+            refusals[0]["log_format"].format(**refusals[0]),
+            "Refused a connection from 192.0.2.1: too many connections from 192.0.2.1 "
+            "(at most 2 at once); try again in 10 s (1 refused since the last such line)",
+        )
+        self.assertEqual(self.limiter.refused, 101)
+
+    def test_does_not_depend_on_LimitConnectionsByPeer(self) -> None:
+        """
+        Regression test: the caps are HALP's own count.  Twisted's
+        ``LimitConnectionsByPeer`` (twisted/twisted#12183) indexes an
+        ``IPv4Address`` as a tuple and decrements the port instead of the
+        host; HALP's count neither wraps the factory in a policy nor
+        depends on one, and stays exact over many connections from IPv4
+        and IPv6 peers that come and go.
+        """
+        self.assertFalse(
+            [c for c in type(self.factory).__mro__ if c.__module__ == policies.__name__]
+        )
+        self.assertNotIsInstance(self.factory, policies.WrappingFactory)
+        for round in range(500):
+            opened = [self.connect(host, round)[0] for host in ("192.0.2.1", "2001:db8::1")]
+            self.assertEqual([type(p) for p in opened], [HALPServerProtocol] * 2)
+            self.assertNotIsInstance(opened[0], policies.ProtocolWrapper)
+            self.assertEqual(self.limiter.open, 2)
+            for proto in opened:
+                proto.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual((self.limiter.open, self.limiter._hosts), (0, {}))

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import resource
 import sqlite3
+from typing import Any
+from unittest import SkipTest
 
 import twisted.test
 
@@ -18,7 +21,7 @@ from twisted.logger import globalLogPublisher
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
-from halp.core import HALPCore
+from halp.core import Admission, HALPCore
 from halp.model import Limits
 from halp.server import HALPServerFactory
 from halp.store import StoreSpec
@@ -27,7 +30,15 @@ from halp.store.redis import RedisStore
 from halp.store.sqlite import SQLiteStore
 from halp.client.servers import ServerAddress
 from halp.federation import Federation
-from halp.tap import ListenerService, Options, StoreService, makeService, parse_duration
+from halp.tap import (
+    FD_RESERVE,
+    ListenerService,
+    Options,
+    StoreService,
+    fit_fd_limit,
+    makeService,
+    parse_duration,
+)
 
 
 #: A key and certificate that ship with Twisted's tests, for TLS endpoints.
@@ -142,6 +153,11 @@ class OptionsTests(SynchronousTestCase):
             (["--no-federation", "--peer", "192.0.2.1:7100"], "cannot be combined"),
             (["--peer", "http://192.0.2.1:8080/"], "--peer: servers federate over HALP/1"),
             (["--public-address", "http://192.0.2.1:80"], "--public-address: expected HOST:PORT"),
+            (
+                ["--public-address", "10.1.2.3:7100"],
+                "--public-address: 10.1.2.3 is not globally routable: private-use (RFC 1918); "
+                "add --allow-private for a server on a LAN",
+            ),
             (["--http", "notanendpoint"], "--http: not a valid endpoint"),
             (["--http", "70000"], "--http: port 70000 out of range"),
             (["--public-http", "192.0.2.1:80"], "--public-http: expected http://HOST:PORT/"),
@@ -178,6 +194,50 @@ class OptionsTests(SynchronousTestCase):
         )
 
 
+class AdmissionOptionTests(SynchronousTestCase):
+    """The admission options, as a whole, and their errors."""
+
+    def test_defaults_are_a_public_server(self) -> None:
+        self.assertEqual(
+            parse().admission(),
+            Admission(
+                allow_private=False, verify="all", insert_rate=0.1, insert_burst=1000,
+                group_share=64, spread=True,
+            ),
+        )
+
+    def test_test_bed(self) -> None:
+        options = parse(
+            "--allow-private", "--verify", "none", "--insert-rate", "0", "--group-share", "0"
+        )
+        self.assertEqual(
+            options.admission(),
+            Admission(allow_private=True, verify="none", insert_rate=0, group_share=0),
+        )
+
+    def test_tuned(self) -> None:
+        options = parse("--verify", "inserts", "--insert-rate", "2.5", "--insert-burst", "50", "--group-share", "16")
+        self.assertEqual(
+            options.admission(),
+            Admission(verify="inserts", insert_rate=2.5, insert_burst=50, group_share=16),
+        )
+
+    def test_errors(self) -> None:
+        for argv, message in [
+            (["--verify", "some"], "--verify: expected one of all, inserts, none, not 'some'"),
+            (["--insert-rate", "-1"], "--insert-rate: expected a number from 0, not '-1'"),
+            (["--insert-burst", "lots"], "--insert-burst: expected a number from 0, not 'lots'"),
+            (["--group-share", "-2"], "--group-share: expected an integer from 0 to 1000000, not '-2'"),
+        ]:
+            with self.assertRaises(UsageError) as caught:
+                parse(*argv)
+            self.assertIn(message, str(caught.exception))
+
+    def test_no_verification_no_prober_service(self) -> None:
+        top = makeService(parse("--store", "memory", "--no-federation", "--verify", "none"))
+        self.assertNotIn("_OnStop", [type(s).__name__ for s in IServiceCollection(top)])
+
+
 class MakeServiceTests(SynchronousTestCase):
     def test_service_tree(self) -> None:
         options = parse("--store", "memory", "--port", "tcp:0", "--port", "tcp6:0", "--ttl", "1h")
@@ -188,7 +248,7 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertIsInstance(children[0].store, MemoryStore)
         self.assertIsInstance(children[1], TimerService)
         self.assertIsInstance(children[2], Federation)
-        listeners = children[3:]
+        listeners = children[3:-1]
         self.assertEqual([type(s) for s in listeners], [ListenerService, ListenerService])
         assert isinstance(listeners[0], ListenerService)
         self.assertEqual([s.description for s in listeners], ["tcp:0", "tcp6:0"])
@@ -200,6 +260,10 @@ class MakeServiceTests(SynchronousTestCase):
         assert isinstance(federation, Federation)
         self.assertIs(federation.core, factory.core)
         self.assertIs(factory.core.peer_source, federation)
+        # A public server's admission rules, with a prober stopped last.
+        self.assertEqual(factory.core.admission, Admission())
+        self.assertIsNotNone(factory.core.verifier)
+        self.assertEqual(type(children[-1]).__name__, "_OnStop")
 
     def test_federation_options_reach_the_federation(self) -> None:
         options = parse(
@@ -265,7 +329,7 @@ class MakeServiceTests(SynchronousTestCase):
 
     def test_tls_endpoint_is_advertised_as_https(self) -> None:
         options = parse(
-            "--store", "memory", "--public-address", "192.0.2.7:7100",
+            "--store", "memory", "--public-address", "192.0.2.7:7100", "--allow-private",
             "--http", f"ssl:0:privateKey={SERVER_PEM}",
         )
         services = list(IServiceCollection(makeService(options)))
@@ -290,7 +354,7 @@ class MakeServiceTests(SynchronousTestCase):
             ("tcp:8080:interface=127.0.0.1", IPv4Address("TCP", "127.0.0.1", 8080)),
         ]:
             options = parse(
-                "--store", "memory", "--public-address", "192.0.2.7:7100",
+                "--store", "memory", "--public-address", "192.0.2.7:7100", "--allow-private",
                 "--http", description,
             )
             services = list(IServiceCollection(makeService(options)))
@@ -308,7 +372,7 @@ class MakeServiceTests(SynchronousTestCase):
 
     def test_public_http_is_announced_as_given(self) -> None:
         options = parse(
-            "--store", "memory", "--public-address", "192.0.2.7:7100",
+            "--store", "memory", "--public-address", "192.0.2.7:7100", "--allow-private",
             "--http", "tcp:8080", "--public-http", "HTTPS://Halp.Example",
         )
         services = list(IServiceCollection(makeService(options)))
@@ -342,7 +406,8 @@ class MakeServiceTests(SynchronousTestCase):
         options = parse("--store", "sqlite:/nonexistent/dir/x.db")
         service = list(IServiceCollection(makeService(options)))[0]
         e = self.assertRaises(SystemExit, service.startService)
-        self.assertIn("--store: cannot open SQLite database", str(e))
+        self.assertIn("--store: cannot use '/nonexistent/dir/x.db'", str(e))
+        self.assertIn("'/nonexistent/dir' does not exist; create it", str(e))
 
     def test_new_database_is_created_at_start(self) -> None:
         path = self.mktemp() + ".sqlite3"
@@ -434,3 +499,131 @@ class ListenerServiceTests(SynchronousTestCase):
         self.assertIn("twistd halp: cannot listen on tcp:7100:", str(e))
         self.assertIn("Address already in use", str(e))
         self.assertEqual(str(e).count("\n"), 0)
+
+
+class ConnectionOptionsTests(SynchronousTestCase):
+    """The connection hygiene options: deadlines, abort, caps."""
+
+    def setUp(self) -> None:
+        path = self.mktemp()
+        os.makedirs(path)
+        self.addCleanup(os.chdir, os.getcwd())
+        os.chdir(path)
+
+    def test_defaults(self) -> None:
+        options = parse()
+        self.assertEqual(
+            {k: options[k] for k in (
+                "request-timeout", "abort-timeout", "max-connections", "max-connections-per-host"
+            )},
+            {
+                "request-timeout": 30.0,
+                "abort-timeout": 15.0,
+                "max-connections": 1024,
+                "max-connections-per-host": 16,
+            },
+        )
+
+    def test_options_reach_both_faces(self) -> None:
+        from halp.web import HALPSite
+
+        options = parse(
+            "--store", "memory", "--port", "tcp:0", "--http", "tcp:0",
+            "--idle-timeout", "3", "--request-timeout", "2", "--abort-timeout", "1.5",
+            "--max-connections", "100", "--max-connections-per-host", "0",
+        )
+        listeners = [
+            s for s in IServiceCollection(makeService(options)) if isinstance(s, ListenerService)
+        ]
+        line, http = (s.factory for s in listeners)
+        assert isinstance(line, HALPServerFactory) and isinstance(http, HALPSite)
+        self.assertEqual(
+            (line.idle_timeout, line.request_timeout, line.abort_timeout), (3.0, 2.0, 1.5)
+        )
+        self.assertEqual((http.timeOut, http.request_timeout, http.abort_timeout), (3, 2.0, 1.5))
+        # One count for both faces.
+        self.assertIs(line.limiter, http.limiter)
+        self.assertEqual((line.limiter.max_connections, line.limiter.max_per_host), (100, 0))
+
+    def test_bad_values_name_the_option(self) -> None:
+        for argv, text in [
+            (["--request-timeout", "0"], "--request-timeout: expected seconds"),
+            (["--request-timeout", "x"], "--request-timeout: expected seconds"),
+            (["--abort-timeout", "-1"], "--abort-timeout: expected seconds"),
+            (["--max-connections", "0"], "--max-connections: expected an integer from 1 to 1000000"),
+            (["--max-connections", "many"], "--max-connections: expected an integer"),
+            (
+                ["--max-connections-per-host", "-1"],
+                "--max-connections-per-host: expected an integer from 0 to 1000000",
+            ),
+        ]:
+            options = Options()
+            e = self.assertRaises(UsageError, options.parseOptions, argv)
+            self.assertIn(text, str(e))
+
+    def test_usage_lists_options(self) -> None:
+        usage = Options().getUsage()
+        for option in (
+            "--request-timeout", "--abort-timeout", "--max-connections",
+            "--max-connections-per-host",
+        ):
+            self.assertIn(option, usage)
+
+
+class FitFdLimitTests(SynchronousTestCase):
+    """:func:`halp.tap.fit_fd_limit` raises the soft limit on open files."""
+
+    def limits(self, soft: int, hard: int) -> tuple[list[tuple[int, int]], Any, Any]:
+        state = {"limits": (soft, hard)}
+        set_calls: list[tuple[int, int]] = []
+
+        def get(which: int) -> tuple[int, int]:
+            self.assertEqual(which, resource.RLIMIT_NOFILE)
+            return state["limits"]
+
+        def put(which: int, limits: tuple[int, int]) -> None:
+            self.assertEqual(which, resource.RLIMIT_NOFILE)
+            set_calls.append(limits)
+            state["limits"] = limits
+
+        return set_calls, get, put
+
+    def test_raised_to_what_is_wanted(self) -> None:
+        calls, get, put = self.limits(1024, 524288)
+        self.assertEqual(fit_fd_limit(1088, get, put), 1088)
+        self.assertEqual(calls, [(1088, 524288)])
+
+    def test_enough_already(self) -> None:
+        calls, get, put = self.limits(4096, 4096)
+        self.assertEqual(fit_fd_limit(1088, get, put), 4096)
+        self.assertEqual(calls, [])
+
+    def test_as_far_as_the_hard_limit(self) -> None:
+        calls, get, put = self.limits(128, 256)
+        self.assertEqual(fit_fd_limit(1088, get, put), 256)
+        self.assertEqual(calls, [(256, 256)])
+
+    def test_hard_limit_reached(self) -> None:
+        calls, get, put = self.limits(128, 128)
+        self.assertEqual(fit_fd_limit(1088, get, put), 128)
+        self.assertEqual(calls, [])
+
+    def test_refused(self) -> None:
+        def put(which: int, limits: tuple[int, int]) -> None:
+            raise ValueError("not allowed")
+
+        self.assertEqual(fit_fd_limit(1088, lambda which: (100, 2000), put), 100)
+
+    def test_warning_when_too_low(self) -> None:
+        events = EventLoggingObserver()
+        globalLogPublisher.addObserver(events)
+        self.addCleanup(globalLogPublisher.removeObserver, events)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > 1_000_000:
+            raise SkipTest("no hard limit on open files below what --max-connections takes")
+        parse_and_build = ["--store", "memory", "--port", "tcp:0", "--no-federation"]
+        makeService(parse(*parse_and_build, "--max-connections", str(hard)))
+        (warning,) = [e for e in events if "files" in e]
+        self.assertEqual(warning["connections"], hard)
+        self.assertEqual(warning["wanted"], hard + FD_RESERVE)
+        self.assertIn("RLIMIT_NOFILE", warning["log_format"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -39,6 +40,7 @@ from zope.interface import implementer
 
 from halp import __version__
 from halp.client.servers import ServerAddress
+from halp.connlimit import ConnectionLimiter, Refusal
 from halp.core import HALPCore, PeerStatus
 from halp.error import StoreError
 from halp.model import Census, Change, Entry, LabelInfo, Limits, Merged
@@ -147,8 +149,9 @@ class RawConnection:
 
     def __init__(self, site: HALPSite, host: str = "198.51.100.7") -> None:
         self.transport = StringTransport(peerAddress=IPv4Address("TCP", host, 50000))
-        self.protocol = site.buildProtocol(self.transport.getPeer())
-        assert self.protocol is not None
+        protocol = site.buildProtocol(self.transport.getPeer())
+        assert protocol is not None
+        self.protocol: IProtocol = protocol
         self.protocol.makeConnection(self.transport)
 
     def send(self, data: bytes) -> None:
@@ -157,6 +160,10 @@ class RawConnection:
     def response(self) -> RawResponse:
         value: bytes = self.transport.value()
         return parse_raw(value)
+
+    def close(self) -> None:
+        """The connection ends (and frees its place under the caps)."""
+        self.protocol.connectionLost(Failure(ConnectionDone()))
 
 
 @implementer(IBodyProducer)
@@ -213,8 +220,10 @@ class FailingStore(MemoryStore):
     ) -> Deferred[list[LabelInfo]]:
         return self._fail(super().list_labels(parent, start, stop, since))
 
-    def merge(self, changes: Sequence[Change], max_entries: int) -> Deferred[list[Merged]]:
-        return self._fail(super().merge(changes, max_entries))
+    def merge(
+        self, changes: Sequence[Change], max_entries: int, max_per_group: int = 0
+    ) -> Deferred[list[Merged]]:
+        return self._fail(super().merge(changes, max_entries, max_per_group))
 
     def census(self, since: int, limit: int) -> Deferred[Census]:
         return self._fail(super().census(since, limit))
@@ -791,6 +800,7 @@ class PostLabelTests(WebTestCase):
                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
             )
             response = raw.response()
+            raw.close()
             self.assertEqual(response.code, 400, (depth, response.body))
             self.assertIn(json.loads(response.body)["error"], ("bad-request", "bad-entry"))
         self.assertEqual(self.flushLoggedErrors(), [])
@@ -1177,6 +1187,170 @@ class BodyLimitTests(WebTestCase):
         self.assertEqual(self.core.traffic.requests, {("http", "insert", "too-large"): 1})
 
 
+    def test_no_temporary_file(self) -> None:
+        """
+        twisted.web spools a body of unknown length (chunked), or of
+        100,000 bytes or more, to a temporary file; the HTTP face keeps
+        every body in memory, since it reads at most MAX_BODY bytes of one.
+        """
+
+        def no_file(*args: object, **kwargs: object) -> None:
+            raise AssertionError("a temporary file was created")
+
+        self.patch(tempfile, "TemporaryFile", no_file)
+        self.assertTooLarge(self.chunked(b"[" + b" " * (10 * MAX_BODY) + b"]"))
+        self.assertEqual(self.chunked(padded(MAX_BODY)).code, 200)
+        raw = RawConnection(self.site)
+        raw.send(
+            b"POST /v1/labels/myapp HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Length: 10000000\r\n\r\n" + b" " * 65536
+        )
+        self.assertEqual(raw.response().code, 413)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+
+# -- the request deadline and the connection caps -------------------------------
+
+
+class HTTPConnectionTests(SynchronousTestCase):
+    """
+    The HTTP face's request deadline and connection caps, over
+    ``StringTransport`` connections.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(NOW)
+        self.core = HALPCore(MemoryStore(), self.clock)
+        self.limiter = ConnectionLimiter(max_connections=4, max_per_host=2)
+        self.site = make_site(self.core, self.clock, limiter=self.limiter, log_requests=False)
+
+    def test_defaults(self) -> None:
+        site = make_site(self.core, self.clock)
+        self.assertEqual((site.request_timeout, site.abort_timeout), (30.0, 15.0))
+        self.assertEqual((site.limiter.max_connections, site.limiter.max_per_host), (1024, 16))
+
+    def test_slow_headers_are_answered_408(self) -> None:
+        raw = RawConnection(self.site)
+        raw.send(b"GET /v1/hello HTTP/1.1\r\n")
+        for _ in range(29):
+            self.clock.advance(1)
+            raw.send(b"X")  # never idle
+        self.assertEqual(raw.transport.value(), b"")
+        self.clock.advance(1)
+        response = raw.response()
+        self.assertEqual(response.status_line, "HTTP/1.1 408 Request Timeout")
+        self.assertEqual(response.headers["connection"], "close")
+        self.assertEqual(
+            json.loads(response.body),
+            {"error": "request-timeout", "message": "the request did not arrive within 30 s"},
+        )
+        self.assertTrue(raw.transport.disconnecting)
+        answered = raw.transport.value()
+        raw.send(b"\r\n\r\n")
+        self.assertEqual(raw.transport.value(), answered)
+        self.assertEqual(self.core.traffic.requests[("http", "unknown", "request-timeout")], 1)
+        # A client that does not take the answer is cut off.
+        self.clock.advance(15)
+        self.assertTrue(raw.transport.disconnected)
+
+    def test_slow_body_is_answered_408(self) -> None:
+        raw = RawConnection(self.site)
+        body = b'{"host": "192.0.2.5", "port": 6881}'
+        raw.send(
+            b"POST /v1/labels/myapp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)
+        )
+        for byte in range(len(body) - 1):
+            raw.send(body[byte : byte + 1])
+            self.clock.advance(0.5)
+        self.clock.advance(30)
+        self.assertEqual(raw.response().code, 408)
+        self.assertEqual(self.successResultOf(self.core.get("myapp")).items, [])
+
+    def test_each_request_has_its_own_deadline(self) -> None:
+        raw = RawConnection(self.site)
+        for _ in range(3):
+            self.clock.advance(20)
+            raw.send(b"GET /v1/hello HTTP/1.1\r\nHost: x\r\n")
+            self.clock.advance(20)
+            raw.send(b"\r\n")
+        self.assertEqual(raw.transport.value().count(b"HTTP/1.1 200 OK"), 3)
+        self.assertFalse(raw.transport.disconnecting)
+
+    def test_configurable_deadline(self) -> None:
+        site = make_site(self.core, self.clock, request_timeout=2, log_requests=False)
+        raw = RawConnection(site)
+        raw.send(b"GET /")
+        self.clock.advance(2)
+        self.assertEqual(raw.response().code, 408)
+
+    def test_deadline_cancelled_on_disconnect(self) -> None:
+        raw = RawConnection(self.site)
+        raw.send(b"GET /")
+        raw.close()
+        self.assertEqual(
+            [c for c in self.clock.getDelayedCalls() if "_request_late" in repr(c)], []
+        )
+
+    def assertBusy(self, raw: RawConnection, message: str) -> None:
+        response = raw.response()
+        self.assertEqual(response.status_line, "HTTP/1.1 503 Service Unavailable")
+        self.assertEqual(response.headers["retry-after"], "10")
+        self.assertEqual(response.headers["content-type"], JSON)
+        self.assertEqual(response.headers["connection"], "close")
+        self.assertEqual(response.headers["content-length"], str(len(response.body)))
+        self.assertEqual(json.loads(response.body), {"error": "busy", "message": message})
+        self.assertTrue(raw.transport.disconnecting)
+
+    def test_per_host_cap(self) -> None:
+        RawConnection(self.site)
+        RawConnection(self.site)
+        refused = RawConnection(self.site)
+        self.assertIsInstance(refused.protocol, Refusal)
+        self.assertBusy(
+            refused,
+            "too many connections from 198.51.100.7 (at most 2 at once); try again in 10 s",
+        )
+        answered = refused.transport.value()
+        refused.send(b"GET /v1/hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(refused.transport.value(), answered)
+        self.assertEqual(self.core.traffic.connections["http"], 2)
+        self.assertEqual(self.core.traffic.requests[("http", "connection", "busy")], 1)
+        # Another host is served.
+        other = RawConnection(self.site, "192.0.2.9")
+        other.send(b"GET /v1/hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(other.response().code, 200)
+
+    def test_a_closed_connection_frees_its_place(self) -> None:
+        first = RawConnection(self.site)
+        RawConnection(self.site)
+        first.close()
+        self.assertEqual(self.limiter.count("198.51.100.7"), 1)
+        self.assertNotIsInstance(RawConnection(self.site).protocol, Refusal)
+
+    def test_total_cap(self) -> None:
+        for i in range(4):
+            RawConnection(self.site, f"192.0.2.{i + 1}")
+        self.assertBusy(
+            RawConnection(self.site, "192.0.2.99"),
+            "the server has too many connections (4); try again in 10 s",
+        )
+
+    def test_caps_are_shared_with_the_line_protocol(self) -> None:
+        """One count for both faces: the caps bound the process's descriptors."""
+        factory = HALPServerFactory(self.core, self.clock, limiter=self.limiter)
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "198.51.100.7", 40000))
+        proto = factory.buildProtocol(transport.getPeer())
+        assert proto is not None
+        proto.makeConnection(transport)
+        RawConnection(self.site)
+        self.assertIsInstance(RawConnection(self.site).protocol, Refusal)
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "198.51.100.7", 40001))
+        refused = factory.buildProtocol(transport.getPeer())
+        self.assertIsInstance(refused, Refusal)
+
+
 # -- GET /v1/labels ------------------------------------------------------------
 
 
@@ -1307,6 +1481,7 @@ class HelloTests(WebTestCase):
             "max-insert-entries": 100,
             "max-gossip-entries": 1000,
             "node": self.core.node_id,
+            "verify": "none",
             "features": ["changes", "push", "stats", "peers"],
         }
 
@@ -1347,6 +1522,7 @@ class HelloTests(WebTestCase):
             "max-insert-entries 100\n"
             "max-gossip-entries 1000\n"
             f"node {self.core.node_id}\n"
+            "verify none\n"
             "features changes push stats peers\n"
             "http http://192.0.2.1:8080/\n",
         )
