@@ -7,6 +7,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 # Extra arguments for `make run`, e.g. make run ARGS="--port 7101 --store memory"
 ARGS   ?=
+# `make run` is a local try-out server: it takes private and documentation
+# addresses, unchecked.  `make run TRYOUT=` applies a public server's rules
+# (docs/security.md).
+TRYOUT ?= --allow-private --verify none
 
 .PHONY: install run test typecheck docs unit e2e clean
 
@@ -20,7 +24,7 @@ install: $(STAMP)
 
 # Serve HALP/1 on TCP port 7100 with the SQLite store halp.sqlite3.
 run: $(STAMP)
-	$(BIN)/twistd --nodaemon --pidfile= halp $(ARGS)
+	$(BIN)/twistd --nodaemon --pidfile= halp $(TRYOUT) $(ARGS)
 
 # Everything CI checks: types, docs, unit tests, end-to-end tests.
 test: typecheck docs unit e2e

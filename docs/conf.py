@@ -37,7 +37,10 @@ release = halp.__version__
 extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.viewcode",
+    # docs/security.md is Markdown.
+    "myst_parser",
 ]
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
 default_role = "literal"

@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 
 from halp import __version__
 from halp.error import ErrorCode, ProtocolError, StoreError
-from halp.interfaces import IConnectedStore, IHostStore
+from halp.interfaces import IConnectedStore, IHostStore, IProber
 from halp.model import (
     Change,
     ChangePage,
@@ -33,11 +33,26 @@ from halp.model import (
     Merged,
     RejectedEntry,
     Window,
+    address_group,
+    check_routable,
+    parse_host_port,
 )
 from halp.ratelimit import KeyedLimiter
 from halp.stats import Stats, Traffic
+from halp.verify import Claim, Verifier
 
-__all__ = ["HALPCore", "Page", "Refused", "Replicated", "Stored", "PROTOCOL_VERSION"]
+__all__ = [
+    "Admission",
+    "HALPCore",
+    "OPEN",
+    "Page",
+    "Pending",
+    "Refused",
+    "Replicated",
+    "Stored",
+    "PROTOCOL_VERSION",
+    "VERIFY_POLICIES",
+]
 
 #: The protocol this core speaks, as announced by ``hello``.
 PROTOCOL_VERSION = "HALP/1"
@@ -59,7 +74,60 @@ PUSH_BURST = 10_000.0
 #: Seconds between two log lines about requests the store failed.
 STORE_FAILURE_LOG_INTERVAL = 10.0
 
+#: What ``--verify`` accepts: probe every entry that names someone else
+#: (``all``), only those in clients' inserts, trusting peer servers
+#: (``inserts``), or none.
+VERIFY_POLICIES = ("all", "inserts", "none")
+
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """
+    What a server lets in from the network (``docs/security.md``).
+
+    The defaults are those of a public server, which ``twistd halp``
+    uses; :data:`OPEN` admits everything, for a client's cache and closed
+    networks.
+
+    :ivar allow_private: accept hosts that are not globally routable
+        (private, loopback, link-local, CGNAT, documentation, reserved);
+        multicast, broadcast and unspecified addresses are refused anyway.
+    :ivar verify: which entries naming a host other than the connection
+        that delivered them wait for this server's own probe before they
+        are stored and served: one of :data:`VERIFY_POLICIES`.
+    :ivar insert_rate: entries (times labels) per second one source
+        address may insert, on average; 0 for no limit.
+    :ivar insert_burst: ... and at once.
+    :ivar group_share: one source network (IPv4 /16, IPv6 /32) may fill at
+        most ``1/group_share`` of a label's cap; 0 for no limit.
+    :ivar spread: answer a ``get`` without a window with entries spread
+        over networks (at most a quarter from one) rather than strictly the
+        newest.
+    """
+
+    allow_private: bool = False
+    verify: str = "all"
+    insert_rate: float = 0.1
+    insert_burst: float = 1000.0
+    group_share: int = 64
+    spread: bool = True
+
+    def __post_init__(self) -> None:
+        if self.verify not in VERIFY_POLICIES:
+            raise ValueError(f"verify: one of {', '.join(VERIFY_POLICIES)}")
+
+
+#: Admit everything: no address rules, no verification, no quotas.
+OPEN = Admission(
+    allow_private=True, verify="none", insert_rate=0, group_share=0, spread=False
+)
+
+#: At most this fraction of a spread answer comes from one network.
+SPREAD_SHARE = 0.25
+#: A spread answer is picked from this many times as many newest entries.
+SPREAD_POOL = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +158,18 @@ class Refused:
     An entry that was not stored in ``label``, with the reason.  ``label``
     is ``""`` for a replicated line that could not be parsed; ``raw`` is
     then the whole line.
+    """
+
+    label: str
+    raw: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """
+    An entry that names a host other than its sender: it waits for this
+    server to reach that host, and is stored and served once it has.
     """
 
     label: str
@@ -129,10 +209,49 @@ class Replicated:
     changed: int
     unchanged: int
     refused: list[Refused]
+    #: Entries waiting for this server's own probe of their host.
+    pending: int = 0
 
 
 def _raw(entry: Entry) -> str:
     return f"{entry.timestamp} {entry.host} {entry.port}"
+
+
+def _rate_key(source: str) -> str:
+    """What the insert rate counts against: an IPv4 address, an IPv6 /64."""
+    if ":" not in source:
+        return source
+    try:
+        import ipaddress
+
+        return str(ipaddress.IPv6Network(f"{source}/64", strict=False))
+    except ValueError:
+        return source
+
+
+def spread(entries: Sequence[Entry], limit: int) -> list[Entry]:
+    """
+    Up to ``limit`` of ``entries`` (newest first), with at most a quarter
+    (:data:`SPREAD_SHARE`, at least one) from any one network
+    (:func:`~halp.model.address_group`), newest first; the newest of the
+    rest fill what the networks leave empty.
+    """
+    share = max(1, int(limit * SPREAD_SHARE))
+    used: dict[str, int] = {}
+    chosen: list[Entry] = []
+    rest: list[Entry] = []
+    for entry in entries:
+        if len(chosen) == limit:
+            break
+        group = address_group(entry.host)
+        if used.get(group, 0) >= share:
+            rest.append(entry)
+            continue
+        used[group] = used.get(group, 0) + 1
+        chosen.append(entry)
+    chosen.extend(rest[: limit - len(chosen)])
+    chosen.sort(key=lambda e: (-e.timestamp, e.host, e.port))
+    return chosen
 
 
 class HALPCore:
@@ -143,6 +262,11 @@ class HALPCore:
     :param clock: the source of "now" (the reactor, or a
         :class:`~twisted.internet.task.Clock` in tests).
     :param limits: the server's limits.
+    :param admission: what it lets in; the default, :data:`OPEN`, admits
+        everything: a public server passes :class:`Admission` (see
+        ``docs/security.md``).
+    :param prober: reaches the hosts of entries that wait for
+        verification; needed unless ``admission.verify`` is ``none``.
     """
 
     _log = Logger()
@@ -156,10 +280,13 @@ class HALPCore:
         node_id: str | None = None,
         push_rate: float = PUSH_RATE,
         push_burst: float = PUSH_BURST,
+        admission: Admission = OPEN,
+        prober: IProber | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.limits = limits
+        self.admission = admission
         self._node_id = node_id if node_id is not None else secrets.token_hex(8)
         self.stats = Stats()
         #: What the front ends answered, for metrics and the status page.
@@ -177,6 +304,22 @@ class HALPCore:
         self._push_limiter: KeyedLimiter[str] = KeyedLimiter(
             push_rate, max(push_burst, limits.max_gossip_entries)
         )
+        self._insert_limiter: KeyedLimiter[str] | None = None
+        if admission.insert_rate > 0:
+            self._insert_limiter = KeyedLimiter(
+                admission.insert_rate, max(1.0, admission.insert_burst)
+            )
+        #: Entries one source network may hold in a label (0: no limit).
+        self.group_cap = (
+            max(1, limits.max_entries // admission.group_share) if admission.group_share else 0
+        )
+        self.verifier: Verifier | None = None
+        if admission.verify != "none":
+            if prober is None:
+                raise ValueError(f"verify={admission.verify} needs a prober")
+            self.verifier = Verifier(
+                prober, clock, self._verified, self._unverified, stats=self.stats
+            )
 
     def now(self) -> int:
         """The current time in whole POSIX seconds."""
@@ -208,6 +351,10 @@ class HALPCore:
         expired ones.  ``label`` must be valid.
         """
         start, stop, capped = self.bounds(window)
+        if window is None and self.admission.spread:
+            pool = min(stop * SPREAD_POOL, self.limits.max_slice * SPREAD_POOL)
+            d = self.store.get(label, 0, pool, self.oldest_served())
+            return d.addCallback(lambda items: Page(spread(items, stop), False))
         d = self.store.get(label, start, stop, self.oldest_served())
         return d.addCallback(lambda items: Page(items, capped))
 
@@ -256,7 +403,7 @@ class HALPCore:
         labels: Sequence[str],
         candidates: Sequence[Entry | RejectedEntry],
         source: str = "",
-    ) -> Deferred[list[Stored | Refused]]:
+    ) -> Deferred[list[Stored | Refused | Pending]]:
         """
         Merge entries into labels: a client's ``insert``.
 
@@ -264,50 +411,170 @@ class HALPCore:
         already is refused, as is one that the label's cap evicts at once.
         Entries the codec could not parse come in as :class:`~halp.model.RejectedEntry`
         and are refused with their reason, so that the answer accounts for
-        every line offered.
+        every line offered.  Then the :class:`Admission` rules apply: hosts
+        that are not globally routable are refused, a source over its
+        insert rate is answered ``busy``, and an entry naming a host other
+        than ``source`` waits (:class:`Pending`) until this server has
+        reached that host.
 
         :param labels: valid labels, without duplicates.
-        :param source: the address of the client that inserts.
+        :param source: the address of the client that inserts; ``""`` for
+            this server itself (trusted).
         :return: a Deferred firing with one outcome per label per
             candidate, labels outermost, both in the order given.
+        :raises ProtocolError: ``busy`` when ``source`` inserted more than
+            its rate allows; nothing is merged then.
         """
+        self._throttle_insert(source, len(labels) * len(candidates))
         now = self.now()
-        refused: dict[int, tuple[str, str]] = {}
-        accepted: list[Entry] = []
-        positions: list[int] = []
-        for i, candidate in enumerate(candidates):
+        decided: list[Entry | Refused | str] = []
+        for candidate in candidates:
             if isinstance(candidate, RejectedEntry):
-                refused[i] = (candidate.raw, candidate.reason)
+                decided.append(Refused("", candidate.raw, candidate.reason))
                 continue
-            admitted = self._admit(candidate, now)
-            if isinstance(admitted, str):
-                refused[i] = (_raw(candidate), admitted)
-            else:
-                accepted.append(admitted)
-                positions.append(i)
-        changes = [Change(label, entry, source) for label in labels for entry in accepted]
-        d = self.store.merge(changes, self.limits.max_entries) if changes else succeed([])
-
-        def outcomes(merged: list[Merged]) -> list[Stored | Refused]:
-            self._notify([c for c, m in zip(changes, merged) if m.changed], True)
-            self.stats.increment("entries-inserted", sum(m.changed for m in merged))
-            result: list[Stored | Refused] = []
-            n = len(accepted)
-            for k, label in enumerate(labels):
-                when = dict(zip(positions, merged[k * n : (k + 1) * n]))
-                for i, candidate in enumerate(candidates):
-                    if i in refused:
-                        result.append(Refused(label, *refused[i]))
-                        continue
+            decided.append(self._decide(candidate, now, 0, source, source))
+        accepted = [
+            Change(label, d, source) for label in labels for d in decided if isinstance(d, Entry)
+        ]
+        waiting: dict[tuple[str, int], Pending | Refused] = {}
+        for label in labels:
+            for i, (candidate, decision) in enumerate(zip(candidates, decided)):
+                if decision == "pending":
                     assert isinstance(candidate, Entry)
-                    t = when[i].stored
-                    if t is None:
-                        result.append(Refused(label, _raw(candidate), self._evicted()))
+                    entry = self._clamp(candidate, now)
+                    waiting[(label, i)] = self._hold(
+                        Claim(label, entry, source, "", True), source
+                    )
+        merging = self._merge(accepted)
+
+        def outcomes(merged: list[Merged]) -> list[Stored | Refused | Pending]:
+            self._notify([c for c, m in zip(accepted, merged) if m.changed], True)
+            self.stats.increment("entries-inserted", sum(m.changed for m in merged))
+            stored = iter(merged)
+            result: list[Stored | Refused | Pending] = []
+            for label in labels:
+                for i, decision in enumerate(decided):
+                    if isinstance(decision, Refused):
+                        result.append(Refused(label, decision.raw, decision.reason))
+                    elif isinstance(decision, str):
+                        result.append(waiting[(label, i)])
                     else:
-                        result.append(Stored(label, Entry(t, candidate.host, candidate.port)))
+                        t = next(stored).stored
+                        if t is None:
+                            result.append(Refused(label, _raw(decision), self._evicted()))
+                        else:
+                            result.append(Stored(label, Entry(t, decision.host, decision.port)))
             return result
 
-        return d.addCallback(outcomes)
+        return merging.addCallback(outcomes)
+
+    def _throttle_insert(self, source: str, cost: int) -> None:
+        if self._insert_limiter is None or not source:
+            return
+        wait = self._insert_limiter.take(_rate_key(source), max(1, cost), self.clock.seconds())
+        if wait:
+            self.stats.increment("inserts-throttled")
+            if wait == float("inf"):
+                raise ProtocolError(
+                    ErrorCode.BUSY,
+                    f"too many entries in one insert for this server's rate "
+                    f"(at most {int(self._insert_limiter.burst)} entries times labels)",
+                )
+            raise ProtocolError(
+                ErrorCode.BUSY,
+                f"too many entries inserted from {source}; try again in "
+                f"{math.ceil(min(wait, 86400))} s",
+            )
+
+    def _clamp(self, entry: Entry, now: int, ahead: int = 0) -> Entry:
+        if entry.timestamp > now + ahead:
+            return Entry(now + ahead, entry.host, entry.port)
+        return entry
+
+    def _decide(
+        self, entry: Entry, now: int, ahead: int, source: str, sender: str
+    ) -> Entry | Refused | str:
+        """
+        What to do with one entry: store it (the entry, its time clamped),
+        refuse it (a :class:`Refused` with an empty label), or hold it for
+        verification (``"pending"``).
+
+        :param source: who first inserted it (a change's source).
+        :param sender: the host of the connection that delivered it, which
+            the entry may name to be trusted at once; ``""`` for this
+            server itself, or a peer trusted without verification.
+        """
+        admitted = self._admit(entry, now, ahead)
+        if isinstance(admitted, str):
+            return Refused("", _raw(entry), admitted)
+        try:
+            check_routable(entry.host, self.admission.allow_private)
+        except ProtocolError as e:
+            return Refused("", _raw(entry), e.message)
+        verifier = self.verifier
+        if verifier is None or not sender:
+            return admitted
+        if entry.host == sender:
+            verifier.confirm(entry.host, entry.port, self.clock.seconds())
+            return admitted
+        if verifier.confirmed_at(entry.host, entry.port) is not None:
+            return admitted
+        failure = verifier.failure(entry.host, entry.port)
+        if failure is not None:
+            return Refused("", _raw(entry), f"unreachable: this server could not reach it: {failure}")
+        return "pending"
+
+    def _hold(self, claim: Claim, source: str) -> Pending | Refused:
+        assert self.verifier is not None
+        busy = self.verifier.submit(claim, source)
+        raw = _raw(claim.entry)
+        if busy is not None:
+            return Refused(claim.label, raw, busy)
+        return Pending(
+            claim.label,
+            raw,
+            "unverified: served once this server has reached "
+            f"{claim.entry.host} {claim.entry.port} itself",
+        )
+
+    def _merge(self, changes: list[Change]) -> Deferred[list[Merged]]:
+        if not changes:
+            return succeed([])
+        if self.group_cap:
+            return self.store.merge(changes, self.limits.max_entries, self.group_cap)
+        return self.store.merge(changes, self.limits.max_entries)
+
+    def _verified(self, claims: list[Claim], when: float) -> None:
+        """Store the claims whose host a probe reached at ``when``."""
+        now = int(when)
+        changes = {
+            relay: [
+                Change(c.label, Entry(now, c.entry.host, c.entry.port), c.source, c.via)
+                for c in claims
+                if c.relay == relay
+            ]
+            for relay in (True, False)
+        }
+        for relay, batch in changes.items():
+            if not batch:
+                continue
+
+            def merged(result: list[Merged], batch: list[Change] = batch, relay: bool = relay) -> None:
+                changed = [c for c, m in zip(batch, result) if m.changed]
+                self.stats.increment("entries-verified", len(changed))
+                self._notify(changed, relay)
+
+            def failed(failure: Failure) -> None:
+                if failure.check(StoreError):
+                    assert isinstance(failure.value, StoreError)
+                    self.store_failed("storing verified entries", failure.value)
+                else:
+                    self._log.failure("Storing verified entries failed", failure)
+
+            self._merge(batch).addCallbacks(merged, failed)
+
+    def _unverified(self, claims: list[Claim], why: str) -> None:
+        self.stats.increment("entries-unverified", len(claims))
 
     def _evicted(self) -> str:
         return f"evicted: the label keeps its {self.limits.max_entries} newest entries"
@@ -323,7 +590,7 @@ class HALPCore:
         Only a known peer server (see :class:`PeerSource`) is believed about
         where entries come from; a push from anyone else is merged as that
         client's own insert: its address becomes the source and the via of
-        every line.
+        every line, and the insert rules apply.
 
         :param via: the server the entries come from, as it named itself,
             or else its address.
@@ -341,37 +608,58 @@ class HALPCore:
             )
         self.stats.increment("push-received")
         if self.peer_source is None or not self.peer_source.is_peer(peer):
+            self._throttle_insert(peer, len(candidates))
             via = peer
             candidates = [
                 c if isinstance(c, RejectedEntry) else Change(c.label, c.entry, peer)
                 for c in candidates
             ]
-        return self._replicate(candidates, via, relay=True, counter="entries-replicated")
+            sender = peer
+        else:
+            sender = peer if self.admission.verify == "all" else ""
+        return self._replicate(candidates, via, sender, relay=True, counter="entries-replicated")
 
     def apply_pulled(self, changes: Sequence[Change], via: str) -> Deferred[Replicated]:
         """Merge changes pulled from the peer ``via`` (a ``changes`` answer)."""
-        return self._replicate(changes, via, relay=False, counter="entries-pulled")
+        sender = ""
+        if self.admission.verify == "all":
+            try:
+                sender = parse_host_port(via)[0]
+            except ProtocolError:
+                sender = via
+        return self._replicate(changes, via, sender, relay=False, counter="entries-pulled")
 
     def _replicate(
         self,
         candidates: Sequence[Change | RejectedEntry],
         via: str,
+        sender: str,
         relay: bool,
         counter: str,
     ) -> Deferred[Replicated]:
         now = self.now()
         refused: list[Refused] = []
         accepted: list[Change] = []
+        pending = 0
         for candidate in candidates:
             if isinstance(candidate, RejectedEntry):
                 refused.append(Refused("", candidate.raw, candidate.reason))
                 continue
-            admitted = self._admit(candidate.entry, now, REPLICATION_SKEW)
-            if isinstance(admitted, str):
-                refused.append(Refused(candidate.label, _raw(candidate.entry), admitted))
+            decision = self._decide(
+                candidate.entry, now, REPLICATION_SKEW, candidate.source, sender
+            )
+            if isinstance(decision, Refused):
+                refused.append(Refused(candidate.label, decision.raw, decision.reason))
+            elif isinstance(decision, str):
+                entry = self._clamp(candidate.entry, now, REPLICATION_SKEW)
+                held = self._hold(Claim(candidate.label, entry, candidate.source, via, relay), sender)
+                if isinstance(held, Refused):
+                    refused.append(held)
+                else:
+                    pending += 1
             else:
-                accepted.append(Change(candidate.label, admitted, candidate.source, via))
-        d = self.store.merge(accepted, self.limits.max_entries) if accepted else succeed([])
+                accepted.append(Change(candidate.label, decision, candidate.source, via))
+        d = self._merge(accepted)
 
         def done(merged: list[Merged]) -> Replicated:
             changed = [c for c, m in zip(accepted, merged) if m.changed]
@@ -383,7 +671,9 @@ class HALPCore:
             self._notify(changed, relay)
             self.stats.increment(counter, len(changed))
             self.stats.increment("entries-rejected", len(refused))
-            return Replicated(len(changed), len(accepted) - len(changed) - evicted, refused)
+            return Replicated(
+                len(changed), len(accepted) - len(changed) - evicted, refused, pending
+            )
 
         return d.addCallback(done)
 
@@ -413,6 +703,7 @@ class HALPCore:
             ("max-insert-entries", limits.max_insert_entries),
             ("max-gossip-entries", limits.max_gossip_entries),
             ("node", self.node_id),
+            ("verify", self.admission.verify),
             ("features", " ".join(FEATURES)),
             *([("http", " ".join(self.http_urls))] if self.http_urls else []),
         ]
@@ -423,7 +714,10 @@ class HALPCore:
 
     def stats_fields(self) -> list[tuple[str, object]]:
         """The fields of a ``stats`` answer: uptime, then every counter."""
-        return [("uptime", self.now() - self.started), *self.stats]
+        fields: list[tuple[str, object]] = [("uptime", self.now() - self.started), *self.stats]
+        if self.verifier is not None:
+            fields.append(("verify-pending", self.verifier.pending))
+        return fields
 
     @property
     def node_id(self) -> str:

@@ -34,6 +34,17 @@ COUNTERS: dict[str, str] = {
     "peers-banned": "servers banned for answering with something that is not HALP/1",
     "peer-tests": "tests of servers that were not trusted (a hello request)",
     "peer-tests-failed": "tests of servers that failed",
+    "inserts-throttled": "inserts refused because the client inserted more than its rate",
+    "entries-verified": "entries stored once a probe reached a host another sender named",
+    "entries-unverified": "entries dropped: their host could not be reached, or not in time",
+    "verify-probes-sent": "probes sent to hosts named by someone else (TCP connect or hello)",
+    "verify-probes-ok": "probes that reached their host",
+    "verify-probes-failed": "probes that did not",
+    "verify-claims-queued": "entries that waited for a probe of their host",
+    "verify-claims-confirmed": "waiting entries whose host a probe reached",
+    "verify-claims-unreachable": "waiting entries whose host a probe could not reach",
+    "verify-claims-expired": "waiting entries dropped after waiting too long for a probe",
+    "verify-claims-refused-busy": "entries refused because too many hosts (of their network) wait",
 }
 
 

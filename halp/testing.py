@@ -39,13 +39,13 @@ from twisted.web.iweb import IAgentEndpointFactory
 
 from halp.client.servers import ServerAddress
 from halp.core import HALPCore, PeerStatus
-from halp.interfaces import IHostStore
+from halp.interfaces import IHostStore, IProber
 from halp.model import Limits
 from halp.server import HALPServerFactory
 from halp.store.memory import MemoryStore
 from halp.web import HALPSite, make_site
 
-__all__ = ["FakeNetwork", "LibhalpServerFactory", "StaticPeers"]
+__all__ = ["FakeNetwork", "FakeProber", "LibhalpServerFactory", "StaticPeers"]
 
 #: The client side of every fake connection.
 CLIENT_ADDRESS = IPv4Address("TCP", "198.51.100.1", 40000)
@@ -223,6 +223,44 @@ class StaticPeers:
 
     def is_peer(self, host: str) -> bool:
         return host in self._trusted
+
+
+@implementer(IProber)
+class FakeProber:
+    """
+    An :class:`~halp.interfaces.IProber` without a network: the hosts
+    in ``reachable`` (``host`` or ``(host, port)``) answer, the others
+    do not.  Answers come at once, or, with ``delay`` and ``clock``, that
+    many seconds later.  Every probe is recorded in :attr:`probes` as
+    ``(time, host, port, halp)``.
+    """
+
+    def __init__(
+        self,
+        reachable: Iterable[str | tuple[str, int]] = (),
+        clock: Clock | None = None,
+        delay: float = 0.0,
+    ) -> None:
+        self.reachable = set(reachable)
+        self.clock = clock
+        self.delay = delay
+        self.probes: list[tuple[float, str, int, bool]] = []
+
+    def probe(self, host: str, port: int, halp: bool) -> Deferred[None]:
+        from halp.verify import ProbeFailed
+
+        self.probes.append((self.clock.seconds() if self.clock else 0.0, host, port, halp))
+        ok = host in self.reachable or (host, port) in self.reachable
+        if not self.delay or self.clock is None:
+            return succeed(None) if ok else fail(ProbeFailed("connection refused"))
+        if ok:
+            call = self.clock.callLater(self.delay, lambda: d.callback(None))
+        else:
+            call = self.clock.callLater(
+                self.delay, lambda: d.errback(ProbeFailed("no answer in time"))
+            )
+        d: Deferred[None] = Deferred(lambda _: call.cancel())
+        return d
 
 
 # -- a libhalp server --------------------------------------------------------

@@ -59,6 +59,7 @@ __all__ = [
     "format_entry",
     "format_error",
     "format_failure",
+    "format_pending",
     "format_field",
     "format_label",
     "format_ok",
@@ -533,6 +534,14 @@ def format_failure(label: str, raw: str, reason: str) -> bytes:
     return ("failure: %s ; %s\n" % (line, _one_line(reason))).encode("ascii")
 
 
+def format_pending(label: str, raw: str, reason: str) -> bytes:
+    """
+    ``pending: LABEL LINE ; REASON``: an entry that names a host other than
+    its sender, stored and served once the server has reached that host.
+    """
+    return ("pending: %s %s ; %s\n" % (label, raw, _one_line(reason))).encode("ascii")
+
+
 def format_peer(address: str, state: str, quality: int, pinned: bool) -> bytes:
     """``HOST:PORT STATE QUALITY [pinned]``: a line of a ``peers`` answer."""
     tail = " pinned" if pinned else ""
@@ -723,13 +732,17 @@ class InsertOutcome:
     A data line of an ``insert`` answer, as a client reads it.
 
     :ivar entry: for a ``success:`` line, the entry with its stored time.
-    :ivar reason: for a ``failure:`` line, why the entry was not stored.
+    :ivar reason: for a ``failure:`` line, why the entry was not stored;
+        for a ``pending:`` line, what it waits for.
+    :ivar pending: whether it is a ``pending:`` line: the server stores
+        the entry once it has reached its host itself.
     """
 
     label: str
     entry: Entry | None
     offered: str = ""
     reason: str = ""
+    pending: bool = False
 
     @property
     def stored(self) -> bool:
@@ -738,8 +751,8 @@ class InsertOutcome:
 
 def parse_insert_line(line: bytes) -> InsertOutcome:
     """
-    Parse ``success: LABEL TIMESTAMP HOST PORT`` or
-    ``failure: LABEL LINE ; REASON``.
+    Parse ``success: LABEL TIMESTAMP HOST PORT``,
+    ``failure: LABEL LINE ; REASON`` or ``pending: LABEL LINE ; REASON``.
 
     :raises ProtocolError: ``bad-entry`` for anything else.
     """
@@ -752,12 +765,14 @@ def parse_insert_line(line: bytes) -> InsertOutcome:
     if kind == "success:":
         entry = parse_entry_line(detail.encode("ascii"))
         return InsertOutcome(check_label(label), entry)
-    if kind == "failure:":
+    if kind in ("failure:", "pending:"):
         offered, sep, reason = detail.rpartition(" ; ")
         if not sep:
             offered, reason = detail, ""
-        return InsertOutcome(check_label(label), None, offered.strip(), reason.strip())
-    raise ProtocolError(ErrorCode.BAD_ENTRY, "expected success: or failure:")
+        return InsertOutcome(
+            check_label(label), None, offered.strip(), reason.strip(), kind == "pending:"
+        )
+    raise ProtocolError(ErrorCode.BAD_ENTRY, "expected success:, failure: or pending:")
 
 
 def parse_field_line(line: bytes) -> tuple[str, str]:
@@ -793,6 +808,7 @@ def parse_changes_status(status: Status) -> ChangesStatus:
     if (
         len(words) != 4
         or not words[0].isdigit()
+        or len(words[0]) > MAX_SLICE_DIGITS  # int() refuses over 4300 digits
         or words[1] != "next"
         or not _CURSOR_TOKEN.match(words[2])
         or words[3] not in ("more", "end")

@@ -56,17 +56,21 @@ def server_processes(request: pytest.FixtureRequest) -> Iterator[list[HALPServer
 @pytest.fixture
 def start_server(tmp_path: Path, server_processes: list[HALPServer]) -> StartServer:
     """
-    ``start_server(*args, store=None, port=0)`` starts ``twistd halp`` with
-    extra options ``args`` on ``store`` (default: ``sqlite:TMP/halp.sqlite3``),
-    listening on ``port`` of 127.0.0.1 (default: any free one).  With
+    ``start_server(*args, store=None, port=0, public=False)`` starts
+    ``twistd halp`` with extra options ``args`` on ``store`` (default:
+    ``sqlite:TMP/halp.sqlite3``), listening on ``port`` of 127.0.0.1
+    (default: any free one), as a test bed unless ``public`` (see
+    :class:`~tests.halpserver.HALPServer`).  With
     ``--http`` among ``args``, it also waits for the HTTP face, whose port
     is then the server's ``http_port``.
     """
 
-    def start(*args: str, store: str | None = None, port: int = 0) -> HALPServer:
+    def start(
+        *args: str, store: str | None = None, port: int = 0, public: bool = False
+    ) -> HALPServer:
         if store is None:
             store = f"sqlite:{tmp_path / 'halp.sqlite3'}"
-        server = HALPServer(tmp_path, store, args, port)
+        server = HALPServer(tmp_path, store, args, port, public)
         server_processes.append(server)
         return server.start()
 

@@ -38,6 +38,7 @@ __all__ = [
     "ServerClosed",
     "StartLibhalpServer",
     "StartServer",
+    "TEST_BED",
     "TWISTD",
     "eventually",
     "free_port",
@@ -47,6 +48,10 @@ __all__ = [
 
 #: The ``twistd`` of the virtualenv running the tests.
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
+
+#: The admission options of a test bed: every address accepted, nothing
+#: verified, no rate or network quotas (``docs/security.md``).
+TEST_BED = ("--allow-private", "--verify", "none", "--insert-rate", "0", "--group-share", "0")
 
 #: Seconds a server may take to print its listening line.
 START_TIMEOUT = 30.0
@@ -133,6 +138,10 @@ class HALPServer:
     :param workdir: the process's working directory.
     :param store: the ``--store`` value.
     :param args: further ``twistd halp`` options.
+    :param public: run with the defaults of a public server; otherwise
+        (most tests) the options of a test bed, :data:`TEST_BED`, come
+        first, so that documentation addresses can be inserted from
+        127.0.0.1 without verification or quotas.
     """
 
     #: What the process prints once it listens; group 1 is the port.
@@ -141,11 +150,16 @@ class HALPServer:
     name = "halp server"
 
     def __init__(
-        self, workdir: Path, store: str, args: Sequence[str] = (), port: int = 0
+        self,
+        workdir: Path,
+        store: str,
+        args: Sequence[str] = (),
+        port: int = 0,
+        public: bool = False,
     ) -> None:
         self.workdir = workdir
         self.store = store
-        self.args = list(args)
+        self.args = list(args) if public else [*TEST_BED, *args]
         #: The port asked for: 0 for any free one.
         self.fixed_port = port
         self.port: int | None = None
@@ -380,9 +394,14 @@ class HALPServer:
 
     # -- talking to it -------------------------------------------------------------
 
-    def connect(self) -> HALPClient:
+    def connect(self, source: str | None = None) -> HALPClient:
+        """A connection, from the loopback address ``source`` if given."""
         assert self.port is not None, "server not running"
-        sock = socket.create_connection(("127.0.0.1", self.port), timeout=IO_TIMEOUT)
+        sock = socket.create_connection(
+            ("127.0.0.1", self.port),
+            timeout=IO_TIMEOUT,
+            source_address=(source, 0) if source else None,
+        )
         return HALPClient(sock, self)
 
     def request(self, data: bytes, replies: int = 1) -> list[str]:

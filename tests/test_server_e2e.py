@@ -526,8 +526,10 @@ def test_acknowledged_inserts_survive_kill_9(halp_server: HALPServer) -> None:
 # -- 6. README ----------------------------------------------------------------------
 
 
-def test_readme_session(halp_server: HALPServer) -> None:
-    """README.md's Quick start, one connection per ``nc`` run."""
+def test_readme_session(start_server: StartServer) -> None:
+    """README.md's Quick start, one connection per ``nc`` run, on a server
+    with ``make run``'s options."""
+    halp_server = start_server("--allow-private", "--verify", "none", public=True)
     now = int(time.time())
     assert halp_server.request(b"insert myapp/v2\n%d 198.51.100.7 6881\n\n" % now) == [
         f"success: myapp/v2 {now} 198.51.100.7 6881",

@@ -43,6 +43,7 @@ from halp.wire import (
     Stats,
     Status,
     format_failure,
+    format_pending,
     format_success,
 )
 
@@ -148,6 +149,9 @@ class HTTPExchange:
                     lines.append(format_success(label, entry).rstrip(b"\n"))
                 for refused in document.get("refused", []):
                     line = format_failure(label, str(refused["entry"]), str(refused["reason"]))
+                    lines.append(line.rstrip(b"\n"))
+                for pending in document.get("pending", []):
+                    line = format_pending(label, str(pending["entry"]), str(pending["reason"]))
                     lines.append(line.rstrip(b"\n"))
             except (KeyError, TypeError, ValueError, AttributeError, UnicodeEncodeError):
                 raise BadResponse(f"not an insert answer: {content[:80]!r}") from None

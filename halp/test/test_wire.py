@@ -390,6 +390,7 @@ from halp.wire import (  # noqa: E402
     ResponseReader,
     parse_field_line,
     parse_insert_line,
+    format_pending,
     parse_label_line,
 )
 
@@ -567,6 +568,20 @@ class InsertLineTests(SynchronousTestCase):
             self.assertEqual(
                 parse_insert_line(line[:-1]), InsertOutcome(label, None, raw, reason), line
             )
+
+    def test_pending_as_the_server_writes_it(self) -> None:
+        line = format_pending("a/b", "1700000000 11.2.3.45 4000", "unverified: served once reached")
+        self.assertEqual(
+            line, b"pending: a/b 1700000000 11.2.3.45 4000 ; unverified: served once reached\n"
+        )
+        outcome = parse_insert_line(line[:-1])
+        self.assertEqual(
+            outcome,
+            InsertOutcome("a/b", None, "1700000000 11.2.3.45 4000", "unverified: served once reached", True),
+        )
+        self.assertFalse(outcome.stored)
+        with self.assertRaises(ProtocolError):
+            parse_insert_line(b"later: a 1 h 1 ; why")
 
     def test_failure_without_a_reason(self) -> None:
         self.assertEqual(parse_insert_line(b"failure: a 1 h 0"), InsertOutcome("a", None, "1 h 0"))
