@@ -325,6 +325,9 @@ def check_host(host: str) -> str:
     """
     if not host or len(host) > MAX_HOST_LENGTH + 1:
         raise ProtocolError(ErrorCode.BAD_ENTRY, "bad host: wrong length")
+    if not host.isascii():
+        # Before lower(): U+212A (Kelvin) lower-cases to an ASCII "k".
+        raise ProtocolError(ErrorCode.BAD_ENTRY, "bad host: not ASCII")
     if ":" in host:
         if "%" in host or "[" in host:
             raise ProtocolError(

@@ -46,7 +46,7 @@ from zope.interface import implementer
 
 from halp import __version__
 from halp.connlimit import BUSY_RETRY, ConnectionLimiter, Refusal
-from halp.core import HALPCore, Page, Pending, Refused, Stored
+from halp.core import UNKNOWN_SOURCE, HALPCore, Page, Pending, Refused, Stored
 from halp.error import ErrorCode, ProtocolError, StoreError
 from halp.model import (
     Census,
@@ -224,10 +224,12 @@ def conditional(
 
 
 def _header(request: Request, name: str) -> str | None:
-    value: str | bytes | None = request.getHeader(name)
+    # By bytes: asked by text, Twisted decodes the value as UTF-8, and a
+    # Latin-1 byte in it would fail the request.
+    value: bytes | None = request.getHeader(name.encode("ascii"))
     if value is None:
         return None
-    return value if isinstance(value, str) else value.decode("latin-1")
+    return value.decode("latin-1")
 
 
 def _param(request: Request, name: str) -> str | None:
@@ -500,7 +502,9 @@ class HALPResource(Resource):
             )
         now = self.core.now()
         candidates = [_parse_entry(item, now) for item in items]
-        outcomes = await self.core.insert([label], candidates, _client_host(request))
+        outcomes = await self.core.insert(
+            [label], candidates, _client_host(request) or UNKNOWN_SOURCE
+        )
         stored = [o for o in outcomes if isinstance(o, Stored)]
         refused = [o for o in outcomes if isinstance(o, Refused)]
         pending = [o for o in outcomes if isinstance(o, Pending)]
@@ -1089,6 +1093,25 @@ class _Channel(http.HTTPChannel):
             self.refuse_body()
             return
         super().allHeadersReceived()
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """A request line or header line over 16 KiB: 414 or 431, then close."""
+        if getattr(self, "_HTTPChannel__first_line", True):
+            self._close_with(
+                b"414 URI Too Long",
+                "too-large",
+                "the request line is over 16384 bytes",
+                kind="unknown",
+                summary="(request line too long)",
+            )
+        else:
+            self._close_with(
+                b"431 Request Header Fields Too Large",
+                "too-large",
+                "a header line is over 16384 bytes",
+                kind="unknown",
+                summary="(header too long)",
+            )
 
     def refuse_body(self) -> None:
         """Answer 413 and close, reading no more of the request."""
