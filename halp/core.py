@@ -51,6 +51,7 @@ __all__ = [
     "Replicated",
     "Stored",
     "PROTOCOL_VERSION",
+    "UNKNOWN_SOURCE",
     "VERIFY_POLICIES",
 ]
 
@@ -123,6 +124,14 @@ class Admission:
 OPEN = Admission(
     allow_private=True, verify="none", insert_rate=0, group_share=0, spread=False
 )
+
+#: A source network (IPv4 /16, IPv6 /32) may insert this many times as
+#: much as one address.
+NETWORK_RATE_FACTOR = 16
+
+#: The source of a request whose connection has no IP address (a UNIX
+#: socket): verified and rate-limited like any client, as one.
+UNKNOWN_SOURCE = "unknown.invalid"
 
 #: At most this fraction of a spread answer comes from one network.
 SPREAD_SHARE = 0.25
@@ -217,6 +226,11 @@ def _raw(entry: Entry) -> str:
     return f"{entry.timestamp} {entry.host} {entry.port}"
 
 
+def _is_halp(label: str) -> bool:
+    """Whether entries of ``label`` claim HALP/1 servers (confirmed by ``hello``)."""
+    return label == "halp"
+
+
 def _rate_key(source: str) -> str:
     """What the insert rate counts against: an IPv4 address, an IPv6 /64."""
     if ":" not in source:
@@ -305,9 +319,15 @@ class HALPCore:
             push_rate, max(push_burst, limits.max_gossip_entries)
         )
         self._insert_limiter: KeyedLimiter[str] | None = None
+        self._network_limiter: KeyedLimiter[str] | None = None
         if admission.insert_rate > 0:
-            self._insert_limiter = KeyedLimiter(
-                admission.insert_rate, max(1.0, admission.insert_burst)
+            burst = max(1.0, admission.insert_burst)
+            self._insert_limiter = KeyedLimiter(admission.insert_rate, burst)
+            # Addresses are cheap in one network (an IPv6 /48 holds 65,536
+            # /64s), and a forgotten bucket comes back full: each network
+            # also has a bucket, NETWORK_RATE_FACTOR times an address's.
+            self._network_limiter = KeyedLimiter(
+                admission.insert_rate * NETWORK_RATE_FACTOR, burst * NETWORK_RATE_FACTOR
             )
         #: Entries one source network may hold in a label (0: no limit).
         self.group_cap = (
@@ -427,24 +447,22 @@ class HALPCore:
         """
         self._throttle_insert(source, len(labels) * len(candidates))
         now = self.now()
-        decided: list[Entry | Refused | str] = []
-        for candidate in candidates:
-            if isinstance(candidate, RejectedEntry):
-                decided.append(Refused("", candidate.raw, candidate.reason))
-                continue
-            decided.append(self._decide(candidate, now, 0, source, source))
+        # Decisions per kind of label: a "halp" entry is confirmed by a
+        # hello, any other by a connection.
+        decided: dict[bool, list[Entry | Refused | str]] = {}
+        for halp in {_is_halp(label) for label in labels}:
+            decided[halp] = [
+                Refused("", c.raw, c.reason)
+                if isinstance(c, RejectedEntry)
+                else self._decide(c, now, 0, source, source, halp)
+                for c in candidates
+            ]
         accepted = [
-            Change(label, d, source) for label in labels for d in decided if isinstance(d, Entry)
+            Change(label, d, source)
+            for label in labels
+            for d in decided[_is_halp(label)]
+            if isinstance(d, Entry)
         ]
-        waiting: dict[tuple[str, int], Pending | Refused] = {}
-        for label in labels:
-            for i, (candidate, decision) in enumerate(zip(candidates, decided)):
-                if decision == "pending":
-                    assert isinstance(candidate, Entry)
-                    entry = self._clamp(candidate, now)
-                    waiting[(label, i)] = self._hold(
-                        Claim(label, entry, source, "", True), source
-                    )
         merging = self._merge(accepted)
 
         def outcomes(merged: list[Merged]) -> list[Stored | Refused | Pending]:
@@ -453,11 +471,15 @@ class HALPCore:
             stored = iter(merged)
             result: list[Stored | Refused | Pending] = []
             for label in labels:
-                for i, decision in enumerate(decided):
+                for candidate, decision in zip(candidates, decided[_is_halp(label)]):
                     if isinstance(decision, Refused):
                         result.append(Refused(label, decision.raw, decision.reason))
                     elif isinstance(decision, str):
-                        result.append(waiting[(label, i)])
+                        # Held only once the merge succeeded: a failed insert
+                        # leaves nothing behind to be stored later.
+                        assert isinstance(candidate, Entry)
+                        claim = Claim(label, self._clamp(candidate, now), source, "", True)
+                        result.append(self._hold(claim, source))
                     else:
                         t = next(stored).stored
                         if t is None:
@@ -469,9 +491,12 @@ class HALPCore:
         return merging.addCallback(outcomes)
 
     def _throttle_insert(self, source: str, cost: int) -> None:
-        if self._insert_limiter is None or not source:
+        if self._insert_limiter is None or self._network_limiter is None or not source:
             return
-        wait = self._insert_limiter.take(_rate_key(source), max(1, cost), self.clock.seconds())
+        now = self.clock.seconds()
+        wait = self._insert_limiter.take(_rate_key(source), max(1, cost), now)
+        if not wait:
+            wait = self._network_limiter.take(address_group(source), max(1, cost), now)
         if wait:
             self.stats.increment("inserts-throttled")
             if wait == float("inf"):
@@ -492,7 +517,7 @@ class HALPCore:
         return entry
 
     def _decide(
-        self, entry: Entry, now: int, ahead: int, source: str, sender: str
+        self, entry: Entry, now: int, ahead: int, source: str, sender: str, halp: bool
     ) -> Entry | Refused | str:
         """
         What to do with one entry: store it (the entry, its time clamped),
@@ -515,11 +540,18 @@ class HALPCore:
         if verifier is None or not sender:
             return admitted
         if entry.host == sender:
-            verifier.confirm(entry.host, entry.port, self.clock.seconds())
+            verifier.confirm(entry.host, entry.port, halp, self.clock.seconds())
             return admitted
-        if verifier.confirmed_at(entry.host, entry.port) is not None:
+        if ":" not in entry.host and not entry.host.replace(".", "").isdigit():
+            # A name could be pointed anywhere once checked (DNS rebinding):
+            # a verifying server takes addresses only.
+            return Refused(
+                "", _raw(entry), "bad host: this server takes addresses, not names: "
+                "a name cannot be verified (it can point elsewhere once checked)"
+            )
+        if verifier.confirmed_at(entry.host, entry.port, halp) is not None:
             return admitted
-        failure = verifier.failure(entry.host, entry.port)
+        failure = verifier.failure(entry.host, entry.port, halp)
         if failure is not None:
             return Refused("", _raw(entry), f"unreachable: this server could not reach it: {failure}")
         return "pending"
@@ -564,7 +596,8 @@ class HALPCore:
                 self.stats.increment("entries-verified", len(changed))
                 self._notify(changed, relay)
 
-            def failed(failure: Failure) -> None:
+            def failed(failure: Failure, batch: list[Change] = batch) -> None:
+                self.stats.increment("entries-unverified", len(batch))
                 if failure.check(StoreError):
                     assert isinstance(failure.value, StoreError)
                     self.store_failed("storing verified entries", failure.value)
@@ -646,13 +679,23 @@ class HALPCore:
                 refused.append(Refused("", candidate.raw, candidate.reason))
                 continue
             decision = self._decide(
-                candidate.entry, now, REPLICATION_SKEW, candidate.source, sender
+                candidate.entry,
+                now,
+                REPLICATION_SKEW,
+                candidate.source,
+                sender,
+                _is_halp(candidate.label),
             )
             if isinstance(decision, Refused):
                 refused.append(Refused(candidate.label, decision.raw, decision.reason))
             elif isinstance(decision, str):
                 entry = self._clamp(candidate.entry, now, REPLICATION_SKEW)
-                held = self._hold(Claim(candidate.label, entry, candidate.source, via, relay), sender)
+                # Charged to the network the entry first came from, so that
+                # a peer relaying many networks' entries is not one network.
+                held = self._hold(
+                    Claim(candidate.label, entry, candidate.source, via, relay),
+                    candidate.source or sender,
+                )
                 if isinstance(held, Refused):
                     refused.append(held)
                 else:

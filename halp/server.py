@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from halp.connlimit import ConnectionLimiter, Refusal
-from halp.core import HALPCore, Page, Pending, Refused, Replicated, Stored
+from halp.core import UNKNOWN_SOURCE, HALPCore, Page, Pending, Refused, Replicated, Stored
 from halp.error import ErrorCode, ProtocolError, StoreError
 from halp.model import ChangePage, Entry, LabelInfo, check_host
 from halp.wire import (
@@ -105,9 +105,11 @@ def address_host(address: object) -> str:
     if not isinstance(host, str):
         return ""
     try:
-        return check_host(host)
+        host = check_host(host)
     except ProtocolError:
         return ""
+    # An IPv4 client of a dual-stack (tcp6) listener is its IPv4 address.
+    return host.removeprefix("::ffff:") if host.startswith("::ffff:") and "." in host else host
 
 
 @implementer(IHalfCloseableProtocol, IPushProducer)
@@ -584,7 +586,8 @@ class HALPServerFactory(Factory):
                 self._labels
             )
         if isinstance(request, Insert):
-            return core.insert(request.labels, request.entries, peer).addCallback(
+            source = peer or UNKNOWN_SOURCE
+            return core.insert(request.labels, request.entries, source).addCallback(
                 self._inserted
             )
         if isinstance(request, Hello):
@@ -592,6 +595,7 @@ class HALPServerFactory(Factory):
         if isinstance(request, Changes):
             return core.changes(request.cursor, request.limit).addCallback(self._changes)
         if isinstance(request, Push):
+            peer = peer or UNKNOWN_SOURCE
             via = request.server or peer
             return core.push(request.changes, via, peer).addCallback(self._pushed)
         if isinstance(request, Stats):

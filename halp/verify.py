@@ -1,4 +1,4 @@
-# -*- test-case-name: halp.test.test_verify -*-
+# -*- test-case-name: halp.test.test_admission -*-
 """
 Confirming entries that name someone else, before serving them.
 
@@ -19,13 +19,14 @@ simulator pass their own.
 from __future__ import annotations
 
 import heapq
+import ipaddress
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, connectProtocol
-from twisted.internet.interfaces import IDelayedCall, IHostResolution, IReactorTime, IResolutionReceiver
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -59,6 +60,36 @@ CONCURRENCY = 16
 PROBE_TIMEOUT = 5.0
 #: Confirmations and failures remembered, at most (the oldest go first).
 MAX_REMEMBERED = 100_000
+#: Ports of one host that may wait at once.
+MAX_PORTS_PER_HOST = 4
+#: Labels one waiting ``host port`` may be claimed for.
+MAX_LABELS_PER_TARGET = 16
+
+
+def host_key(host: str) -> str:
+    """
+    What the per-host probe slot counts against: an IPv4 address (also in
+    its IPv4-mapped, NAT64 and 6to4 forms, which reach the same host), or
+    an IPv6 /64.
+    """
+    group = address_group(host)
+    if group.startswith("v4:") or "." in host:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return host
+        if isinstance(address, ipaddress.IPv6Address):
+            if address.ipv4_mapped is not None:
+                return str(address.ipv4_mapped)
+            shift = 80 if int(address) >> 112 == 0x2002 else 0
+            return str(ipaddress.IPv4Address((int(address) >> shift) & 0xFFFFFFFF))
+        return host
+    if ":" in host:
+        try:
+            return str(ipaddress.IPv6Network(f"{host}/64", strict=False))
+        except ValueError:
+            return host
+    return host
 
 
 class ProbeFailed(HALPError):
@@ -85,12 +116,19 @@ class Claim:
     relay: bool = True
 
 
+#: A waiting target: ``(host, port, halp)``, where ``halp`` says that it
+#: is confirmed by a HALP ``hello`` rather than a connection.
+_Key = tuple[str, int, bool]
+
+
 @dataclass(slots=True)
 class _Target:
     host: str
     port: int
+    halp: bool
     queued: float
     group: str
+    slot: str
     claims: dict[str, Claim] = field(default_factory=dict)
 
 
@@ -137,16 +175,19 @@ class Verifier:
         self.max_per_group = max(1, max_pending // group_share) if group_share else max_pending
         self.concurrency = concurrency
         self.max_remembered = max_remembered
-        self._confirmed: OrderedDict[tuple[str, int], float] = OrderedDict()
-        self._failures: OrderedDict[tuple[str, int], tuple[float, str]] = OrderedDict()
+        self._confirmed: OrderedDict[_Key, float] = OrderedDict()
+        self._failures: OrderedDict[_Key, tuple[float, str]] = OrderedDict()
         self._next_probe: dict[str, float] = {}
-        self._targets: dict[tuple[str, int], _Target] = {}
+        self._targets: dict[_Key, _Target] = {}
         self._groups: dict[str, int] = {}
-        self._queue: list[tuple[float, int, tuple[str, int]]] = []
+        self._ports: dict[str, int] = {}
+        self._queue: list[tuple[float, int, _Key]] = []
         self._seq = 0
-        self._probing: dict[tuple[str, int], Deferred[None]] = {}
+        self._probing: dict[_Key, Deferred[None]] = {}
         self._timer: IDelayedCall | None = None
         self._stopped = False
+        self._running = False
+        self._again = False
         #: Where probes, by result, and claims, by fate, are counted
         #: (``verify-*`` counters).
         self.stats = stats if stats is not None else Stats()
@@ -165,23 +206,29 @@ class Verifier:
         """Hosts (``host port`` pairs) with claims waiting for a probe."""
         return len(self._targets)
 
-    def confirmed_at(self, host: str, port: int) -> float | None:
-        """When ``host port`` was last confirmed, if within :attr:`confirm_ttl`."""
-        when = self._confirmed.get((host, port))
+    def confirmed_at(self, host: str, port: int, halp: bool = False) -> float | None:
+        """
+        When ``host port`` was last confirmed (by a ``hello`` if ``halp``),
+        if within :attr:`confirm_ttl`.
+        """
+        when = self._confirmed.get((host, port, halp))
         if when is None or self.clock.seconds() - when > self.confirm_ttl:
             return None
         return when
 
-    def failure(self, host: str, port: int) -> str | None:
+    def failure(self, host: str, port: int, halp: bool = False) -> str | None:
         """Why the last probe of ``host port`` failed, if within :attr:`failure_ttl`."""
-        failed = self._failures.get((host, port))
+        failed = self._failures.get((host, port, halp))
         if failed is None or self.clock.seconds() - failed[0] > self.failure_ttl:
             return None
         return failed[1]
 
-    def confirm(self, host: str, port: int, when: float) -> None:
-        """Record that ``host port`` is known to work at ``when`` (a self-insert)."""
-        key = (host, port)
+    def confirm(self, host: str, port: int, halp: bool, when: float) -> None:
+        """
+        Record that ``host port`` is known to work at ``when`` (a
+        self-insert; ``halp`` for one in the ``halp`` label).
+        """
+        key = (host, port, halp)
         self._confirmed[key] = max(when, self._confirmed.get(key, when))
         self._confirmed.move_to_end(key)
         self._failures.pop(key, None)
@@ -200,13 +247,25 @@ class Verifier:
             queue, or this source group's share of it, is full).
         """
         entry = claim.entry
-        key = (entry.host, entry.port)
+        halp = claim.label == "halp"
+        key = (entry.host, entry.port, halp)
         target = self._targets.get(key)
         if target is not None:
+            old = target.claims.get(claim.label)
+            if old is None and len(target.claims) >= MAX_LABELS_PER_TARGET:
+                self._count("claims-refused-busy", 1)
+                return f"busy: {MAX_LABELS_PER_TARGET} labels already wait for this host"
+            if old is not None:
+                # The first provenance stays; a claim to relay stays one.
+                claim = Claim(old.label, old.entry, old.source, old.via, old.relay or claim.relay)
             target.claims[claim.label] = claim
             self._count("claims-queued", 1)
             return None
         group = address_group(source)
+        slot = host_key(entry.host)
+        if self._ports.get(slot, 0) >= MAX_PORTS_PER_HOST:
+            self._count("claims-refused-busy", 1)
+            return f"busy: {MAX_PORTS_PER_HOST} ports of this host already wait for verification"
         if len(self._targets) >= self.max_pending:
             self._count("claims-refused-busy", 1)
             return f"busy: {self.max_pending} hosts already wait for verification"
@@ -217,32 +276,48 @@ class Verifier:
                 "for verification"
             )
         now = self.clock.seconds()
-        target = _Target(entry.host, entry.port, now, group, {claim.label: claim})
+        target = _Target(entry.host, entry.port, halp, now, group, slot, {claim.label: claim})
         self._targets[key] = target
         self._groups[group] = self._groups.get(group, 0) + 1
+        self._ports[slot] = self._ports.get(slot, 0) + 1
         self._count("claims-queued", 1)
-        self._push(key, max(now, self._next_probe.get(entry.host, now)))
+        self._push(key, max(now, self._next_probe.get(slot, now)))
         self._run()
         return None
 
-    def _push(self, key: tuple[str, int], when: float) -> None:
+    def _push(self, key: _Key, when: float) -> None:
         self._seq += 1
         heapq.heappush(self._queue, (when, self._seq, key))
 
-    def _release(self, key: tuple[str, int]) -> _Target | None:
+    def _release(self, key: _Key) -> _Target | None:
         target = self._targets.pop(key, None)
         if target is not None:
-            left = self._groups.get(target.group, 0) - 1
-            if left > 0:
-                self._groups[target.group] = left
-            else:
-                self._groups.pop(target.group, None)
+            for counts, name in ((self._groups, target.group), (self._ports, target.slot)):
+                left = counts.get(name, 0) - 1
+                if left > 0:
+                    counts[name] = left
+                else:
+                    counts.pop(name, None)
         return target
 
     def _run(self) -> None:
         """Start the probes that may start now; set a timer for the next."""
         if self._stopped:
             return
+        if self._running:
+            # A probe answered at once, from inside this loop.
+            self._again = True
+            return
+        self._running = True
+        try:
+            self._again = True
+            while self._again and not self._stopped:
+                self._again = False
+                self._start_due()
+        finally:
+            self._running = False
+
+    def _start_due(self) -> None:
         now = self.clock.seconds()
         while self._queue and len(self._probing) < self.concurrency:
             when, _, key = self._queue[0]
@@ -257,7 +332,7 @@ class Verifier:
                 self._drop(target, "expired: waited too long for verification")
                 self._count("claims-expired", len(target.claims))
                 continue
-            allowed = self._next_probe.get(target.host, now)
+            allowed = self._next_probe.get(target.slot, now)
             if allowed > now:
                 self._push(key, allowed)
                 continue
@@ -276,32 +351,31 @@ class Verifier:
         self._timer = None
         self._run()
 
-    def _probe(self, key: tuple[str, int], target: _Target, now: float) -> None:
-        self._next_probe[target.host] = now + self.host_interval
+    def _probe(self, key: _Key, target: _Target, now: float) -> None:
+        self._next_probe[target.slot] = now + self.host_interval
         if len(self._next_probe) > self.max_remembered:
             for host in [h for h, t in self._next_probe.items() if t <= now]:
                 del self._next_probe[host]
         self._count("probes-sent", 1)
         if self.keep_probe_log:
             self.probe_log.append((now, target.host, target.port))
-        halp = any(label == "halp" or label.startswith("halp/") for label in target.claims)
-        d = self.prober.probe(target.host, target.port, halp)
+        d = self.prober.probe(target.host, target.port, target.halp)
         self._probing[key] = d
         d.addCallbacks(self._reached, self._missed, callbackArgs=(key,), errbackArgs=(key,))
         d.addErrback(lambda f: self._log.failure("Verifying a claim failed", f))
 
-    def _reached(self, _: object, key: tuple[str, int]) -> None:
+    def _reached(self, _: object, key: _Key) -> None:
         self._probing.pop(key, None)
         target = self._release(key)
         now = self.clock.seconds()
         self._count("probes-ok", 1)
-        self.confirm(key[0], key[1], now)
+        self.confirm(key[0], key[1], key[2], now)
         if target is not None and not self._stopped:
             self._count("claims-confirmed", len(target.claims))
             self._on_confirmed(list(target.claims.values()), now)
         self._run()
 
-    def _missed(self, failure: Failure, key: tuple[str, int]) -> None:
+    def _missed(self, failure: Failure, key: _Key) -> None:
         self._probing.pop(key, None)
         target = self._release(key)
         self._count("probes-failed", 1)
@@ -332,6 +406,7 @@ class Verifier:
         self._probing.clear()
         self._targets.clear()
         self._groups.clear()
+        self._ports.clear()
         self._queue.clear()
 
 
@@ -359,7 +434,7 @@ class _Hello(Protocol):
             return
         for line in self._data.split(b"\n")[:-1]:
             if line.startswith(b"ok"):
-                if b"protocol HALP/1" in self._data:
+                if b"\nprotocol HALP/1\n" in b"\n" + self._data:
                     self._finish(None)
                 else:
                     self._finish(ProbeFailed("not a HALP/1 server"))
@@ -372,32 +447,14 @@ class _Hello(Protocol):
         self._finish(ProbeFailed("closed before answering hello"))
 
     def _finish(self, error: Exception | None) -> None:
+        if self.transport is not None and self.connected:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
         if self.done.called:
             return
-        if self.transport is not None:
-            self.transport.abortConnection()  # type: ignore[attr-defined]
         if error is None:
             self.done.callback(None)
         else:
             self.done.errback(Failure(error))
-
-
-@implementer(IResolutionReceiver)
-class _Addresses:
-    def __init__(self) -> None:
-        self.hosts: list[str] = []
-        self.done: Deferred[list[str]] = Deferred()
-
-    def resolutionBegan(self, resolutionInProgress: IHostResolution) -> None:
-        pass
-
-    def addressResolved(self, address: object) -> None:
-        host = getattr(address, "host", None)
-        if isinstance(host, str):
-            self.hosts.append(host)
-
-    def resolutionComplete(self) -> None:
-        self.done.callback(self.hosts)
 
 
 @implementer(IProber)
@@ -405,10 +462,12 @@ class TCPProber:
     """
     Probes with a TCP connection from ``reactor``: connected means
     confirmed, except that a host claimed to be a HALP server must answer
-    ``hello`` as one.  A DNS name is resolved first, and only a globally
-    routable address (any, with ``allow_private``) is connected to.
+    ``hello`` as one.  Only IP addresses are probed (a verifying server
+    refuses names, which could be pointed elsewhere once checked), and only
+    globally routable ones unless ``allow_private``.
 
-    :param clock: for the timeout (default: ``reactor``).
+    :param clock: for the timeout (default: ``reactor``), which runs from
+        the start of the probe.
     """
 
     def __init__(
@@ -426,39 +485,24 @@ class TCPProber:
 
     def probe(self, host: str, port: int, halp: bool) -> Deferred[None]:
         try:
-            address = self._address(host)
+            address = check_host(host)
+            if ":" not in address and not address.replace(".", "").isdigit():
+                raise ProbeFailed(f"{host} is a name, not an address")
+            check_routable(address, self.allow_private)
+        except ProtocolError as e:
+            return fail(ProbeFailed(e.message))
         except ProbeFailed:
             return fail()
-        return address.addCallback(self._connect, port, halp)
-
-    def _address(self, host: str) -> Deferred[str]:
-        try:
-            check_routable(host, self.allow_private)
-        except ProtocolError as e:
-            raise ProbeFailed(e.message) from None
-        if host.replace(".", "").isdigit() or ":" in host:
-            return succeed(host)
-        receiver = _Addresses()
-        self.reactor.nameResolver.resolveHostName(receiver, host)
-
-        def pick(hosts: Sequence[str]) -> str:
-            refused = ""
-            for found in hosts:
-                try:
-                    address = check_host(found)
-                    check_routable(address, self.allow_private)
-                except ProtocolError as e:
-                    refused = f"{host} resolves to {found}: {e.message}"
-                    continue
-                return address
-            raise ProbeFailed(refused or f"{host} does not resolve")
-
-        return receiver.done.addCallback(pick)
-
-    def _connect(self, address: str, port: int, halp: bool) -> Deferred[None]:
         endpoint_type = TCP6ClientEndpoint if ":" in address else TCP4ClientEndpoint
         endpoint = endpoint_type(self.reactor, address, port, timeout=self.timeout)
-        done: Deferred[None] = Deferred()
+        protocol: _Hello
+
+        def cancel(_: Deferred[None]) -> None:
+            protocol._finish(ProbeFailed("cancelled"))
+            if not connecting.called:
+                connecting.cancel()
+
+        done: Deferred[None] = Deferred(cancel)
         protocol = _Hello(halp, done)
         connecting = connectProtocol(endpoint, protocol)
         timer = self.clock.callLater(self.timeout, self._expire, connecting, protocol)

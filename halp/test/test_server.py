@@ -649,7 +649,8 @@ class FederationRequestTests(ServerTestCase):
         self.send(b"insert a\n%d h 1\n\nchanges 0\n" % NOW)
         self.assertEqual(self.lines()[2], b"a %d h 1 2001:db8::7" % NOW)
 
-    def test_a_source_that_is_not_a_host_is_left_unknown(self) -> None:
+    def test_a_source_that_is_not_a_host_is_unknown_invalid(self) -> None:
+        """Such a client is verified and rate-limited as one, named unknown.invalid."""
         for address in (
             IPv6Address("TCP", "fe80::1%eth0", 40000),
             UNIXAddress(None),
@@ -661,7 +662,7 @@ class FederationRequestTests(ServerTestCase):
             self.transport = transport
             self.send(b"insert u\n%d h 1\n\nchanges 0\n" % NOW)
             lines = self.lines()
-            self.assertIn(b"u %d h 1 -" % NOW, lines, address)
+            self.assertIn(b"u %d h 1 unknown.invalid" % NOW, lines, address)
 
     def test_stats(self) -> None:
         self.clock.advance(30)
