@@ -312,10 +312,12 @@ def fair_merge(answers: Sequence[Sequence[Entry]], limit: int) -> list[Entry]:
 
     An entry reported by two or more servers takes its latest time and is
     always eligible.  An entry reported by one server only counts against
-    that server's share, ``ceil(limit / len(answers))``; an entry over its
-    server's share is used only when the shares leave room.  So a server
-    that lies (fresh times on addresses nobody else knows) fills at most
-    its share of the answer while the others have entries to offer.
+    that server's share, ``ceil(limit / len(answers))``; entries over their
+    server's share are used only when the shares leave room, and then taken
+    from the servers in turn (each server's newest first), not by time: so
+    a server that lies (fresh times on addresses nobody else knows) fills
+    at most its share of the answer while the others have entries to offer,
+    and no more than its turn of what they leave.
     """
     best: dict[tuple[str, int], int] = {}
     reporters: dict[tuple[str, int], set[int]] = {}
@@ -328,7 +330,7 @@ def fair_merge(answers: Sequence[Sequence[Entry]], limit: int) -> list[Entry]:
     share = math.ceil(limit / max(1, len(answers)))
     used = [0] * len(answers)
     chosen: list[tuple[str, int]] = []
-    over: list[tuple[str, int]] = []
+    over: list[list[tuple[str, int]]] = [[] for _ in answers]
     for address in order:
         if len(chosen) == limit:
             break
@@ -336,11 +338,16 @@ def fair_merge(answers: Sequence[Sequence[Entry]], limit: int) -> list[Entry]:
         if len(sources) == 1:
             (only,) = sources
             if used[only] >= share:
-                over.append(address)
+                over[only].append(address)
                 continue
             used[only] += 1
         chosen.append(address)
-    chosen.extend(over[: limit - len(chosen)])
+    # Room left: each server's surplus in turn, newest first.
+    turn = 0
+    while len(chosen) < limit and any(over):
+        if over[turn]:
+            chosen.append(over[turn].pop(0))
+        turn = (turn + 1) % len(over)
     chosen.sort(key=lambda a: (-best[a], a))
     return [Entry(best[a], *a) for a in chosen]
 
@@ -385,7 +392,7 @@ class HALPClient:
         cache: IHostStore,
         seeds: Iterable[ServerAddress | str] = (),
         *,
-        queries: int = 2,
+        queries: int = 3,
         fanout: int = 5,
         timeout: float = 5.0,
         cache_limits: Limits = CACHE_LIMITS,

@@ -294,7 +294,7 @@ class LookupTests(ClientTestCase):
         """
         for n in (1, 2, 3):
             self.network.blackhole(server(n))
-        client = self.client(server(1), server(2), server(3), timeout=5.0)
+        client = self.client(server(1), server(2), server(3), queries=2, timeout=5.0)
         self.successResultOf(client.insert("app", "198.51.100.1", 6881, NOW - 60))
         d = client.lookup("app")
         self.network.flush()
