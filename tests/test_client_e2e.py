@@ -249,20 +249,25 @@ def test_failover_to_next_known_server(
     start_server: StartServer, halp: Halp, refused_port: int
 ) -> None:
     """
-    Three servers known through ``halp insert halp`` (the most recently
-    confirmed is asked first): the first two, a stopped server and a port
-    that refuses, are asked at once; when they fail, the client fails over
-    to the third, whose entries it prints, with exit status 0.
+    Four servers known through ``halp insert halp`` (the most recently
+    confirmed is asked first): the first three, two stopped servers and a
+    port that refuses, are asked at once (a lookup asks 3); when they fail,
+    the client fails over to the fourth, whose entries it prints, with exit
+    status 0.
     """
     now = int(time.time())
     down = start_server(store="memory")
+    down_too = start_server(store="memory")
     up = start_server(store="memory")
     insert(up, "app", (now - 20, "192.0.2.2", 2))
     stopped = address(down)
+    stopped_too = address(down_too)
     assert halp("insert", "halp", "127.0.0.1", str(down.port)).status == OK
     assert halp("insert", "halp", "127.0.0.1", str(refused_port), "-s", "100").status == OK
+    assert halp("insert", "halp", "127.0.0.1", str(down_too.port), "-s", "150").status == OK
     assert halp("insert", "halp", "127.0.0.1", str(up.port), "-s", "200").status == OK
     down.stop_gracefully()
+    down_too.stop_gracefully()
 
     run = halp("get", "app", "--json")
     assert run.status == OK, run
@@ -270,7 +275,12 @@ def test_failover_to_next_known_server(
     assert document["entries"] == [{"timestamp": now - 20, "host": "192.0.2.2", "port": 2}]
     assert document["from_cache"] is False
     results = {row["server"]: row["ok"] for row in document["servers"]}
-    assert results == {stopped: False, address(refused_port): False, address(up): True}, run
+    assert results == {
+        stopped: False,
+        stopped_too: False,
+        address(refused_port): False,
+        address(up): True,
+    }, run
     # The working server was asked last, after the others had failed.
     assert document["servers"][-1]["server"] == address(up), run
 
