@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from functools import lru_cache
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -496,6 +497,7 @@ _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _SIX_TO_FOUR = ipaddress.IPv6Network("2002::/16")
 
 
+@lru_cache(maxsize=65536)
 def special_block(host: str) -> tuple[str, bool] | None:
     """
     The special-purpose block a canonical IP address falls in, as
@@ -564,6 +566,7 @@ def check_routable(host: str, allow_private: bool = False) -> None:
         )
 
 
+@lru_cache(maxsize=65536)
 def address_group(host: str) -> str:
     """
     The network group of a canonical host, for spreading answers and
