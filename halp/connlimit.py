@@ -17,13 +17,14 @@ refuses with :class:`Refusal`.
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from halp.model import network_key
 
 __all__ = [
     "BUSY_RETRY",
@@ -67,16 +68,8 @@ def host_key(address: object) -> str | None:
     host = getattr(address, "host", None)
     if not isinstance(host, str):
         return None
-    host = host.split("%", 1)[0]  # a zone, as in fe80::1%eth0
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return host.lower()
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, IPV6_PREFIX), strict=False))
-    return str(ip)
+    host = host.split("%", 1)[0].lower()  # a zone, as in fe80::1%eth0
+    return network_key(host, IPV6_PREFIX)
 
 
 class ConnectionLimiter:

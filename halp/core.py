@@ -35,6 +35,7 @@ from halp.model import (
     Window,
     address_group,
     check_routable,
+    network_key,
     parse_host_port,
 )
 from halp.ratelimit import KeyedLimiter
@@ -233,14 +234,7 @@ def _is_halp(label: str) -> bool:
 
 def _rate_key(source: str) -> str:
     """What the insert rate counts against: an IPv4 address, an IPv6 /64."""
-    if ":" not in source:
-        return source
-    try:
-        import ipaddress
-
-        return str(ipaddress.IPv6Network(f"{source}/64", strict=False))
-    except ValueError:
-        return source
+    return network_key(source, 64)
 
 
 def spread(entries: Sequence[Entry], limit: int) -> list[Entry]:

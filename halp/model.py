@@ -37,6 +37,7 @@ __all__ = [
     "check_routable",
     "address_group",
     "special_block",
+    "network_key",
     "format_host_port",
     "parse_host_port",
     "label_ancestors",
@@ -497,6 +498,39 @@ _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _SIX_TO_FOUR = ipaddress.IPv6Network("2002::/16")
 
 
+def _embedded_ipv4(
+    address: ipaddress.IPv6Address,
+) -> tuple[ipaddress.IPv4Address, str] | None:
+    """The IPv4 address an IPv4-mapped, NAT64 or 6to4 address carries, and its form."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped, "IPv4-mapped"
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF), "NAT64"
+    if address in _SIX_TO_FOUR:
+        return ipaddress.IPv4Address((int(address) >> 80) & 0xFFFFFFFF), "6to4"
+    return None
+
+
+@lru_cache(maxsize=65536)
+def network_key(host: str, v6_prefix: int) -> str:
+    """
+    What one client or host counts as: an IPv4 address (also in its
+    IPv4-mapped, NAT64 and 6to4 forms, which reach the same host), or the
+    ``/v6_prefix`` network of an IPv6 address, since one subscriber holds
+    a whole prefix.  Anything else (a name) is itself.
+    """
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv4Address):
+        return str(address)
+    embedded = _embedded_ipv4(address)
+    if embedded is not None:
+        return str(embedded[0])
+    return str(ipaddress.IPv6Network((address, v6_prefix), strict=False))
+
+
 @lru_cache(maxsize=65536)
 def special_block(host: str) -> tuple[str, bool] | None:
     """
@@ -515,16 +549,10 @@ def special_block(host: str) -> tuple[str, bool] | None:
     except ValueError:
         return None
     if isinstance(address, ipaddress.IPv6Address):
-        embedded: ipaddress.IPv4Address | None = address.ipv4_mapped
-        form = "IPv4-mapped"
-        if embedded is None and address in _NAT64:
-            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-            form = "NAT64"
-        if embedded is None and address in _SIX_TO_FOUR:
-            embedded = ipaddress.IPv4Address((int(address) >> 80) & 0xFFFFFFFF)
-            form = "6to4"
+        embedded = _embedded_ipv4(address)
         if embedded is not None:
-            inner = special_block(str(embedded))
+            ipv4, form = embedded
+            inner = special_block(str(ipv4))
             if inner is None:
                 return None
             return f"{form} {inner[0]}", inner[1]
@@ -584,12 +612,9 @@ def address_group(host: str) -> str:
     except ValueError:
         return "name:" + host
     if isinstance(address, ipaddress.IPv6Address):
-        embedded = address.ipv4_mapped
-        if embedded is None and (address in _NAT64 or address in _SIX_TO_FOUR):
-            shift = 0 if address in _NAT64 else 80
-            embedded = ipaddress.IPv4Address((int(address) >> shift) & 0xFFFFFFFF)
+        embedded = _embedded_ipv4(address)
         if embedded is not None:
-            return address_group(str(embedded))
+            return address_group(str(embedded[0]))
         if special_block(host) is not None:
             return "host:" + host
         return "v6:%04x:%04x" % (int(address) >> 112, (int(address) >> 96) & 0xFFFF)

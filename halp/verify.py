@@ -19,7 +19,6 @@ simulator pass their own.
 from __future__ import annotations
 
 import heapq
-import ipaddress
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -34,7 +33,7 @@ from zope.interface import implementer
 
 from halp.error import HALPError, ProtocolError
 from halp.interfaces import IProber
-from halp.model import Entry, address_group, check_host, check_routable
+from halp.model import Entry, address_group, check_host, check_routable, network_key
 from halp.stats import Stats
 
 __all__ = ["Claim", "ProbeFailed", "TCPProber", "Verifier"]
@@ -68,28 +67,11 @@ MAX_LABELS_PER_TARGET = 16
 
 def host_key(host: str) -> str:
     """
-    What the per-host probe slot counts against: an IPv4 address (also in
-    its IPv4-mapped, NAT64 and 6to4 forms, which reach the same host), or
-    an IPv6 /64.
+    What the per-host probe slot counts against (see
+    :func:`~halp.model.network_key`): an IPv4 address in any of its
+    spellings, or an IPv6 /64.
     """
-    group = address_group(host)
-    if group.startswith("v4:") or "." in host:
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            return host
-        if isinstance(address, ipaddress.IPv6Address):
-            if address.ipv4_mapped is not None:
-                return str(address.ipv4_mapped)
-            shift = 80 if int(address) >> 112 == 0x2002 else 0
-            return str(ipaddress.IPv4Address((int(address) >> shift) & 0xFFFFFFFF))
-        return host
-    if ":" in host:
-        try:
-            return str(ipaddress.IPv6Network(f"{host}/64", strict=False))
-        except ValueError:
-            return host
-    return host
+    return network_key(host, 64)
 
 
 class ProbeFailed(HALPError):

@@ -23,11 +23,11 @@ from halp.model import (
     LabelCount,
     LabelInfo,
     Merged,
+    address_group,
     label_ancestors,
     label_parent,
 )
 from halp.store.cursor import make_cursor, parse_cursor
-from halp.store.group import source_group
 
 __all__ = ["MemoryStore"]
 
@@ -150,7 +150,7 @@ class MemoryStore:
             if row is not None:
                 self._drop(label, table, *address)
             self._seq += 1
-            group = source_group(change.source)
+            group = address_group(change.source)
             table.add(
                 entry.host,
                 entry.port,

@@ -85,9 +85,17 @@ from zope.interface import implementer
 
 from halp.error import StoreError, StoreSchemaError
 from halp.interfaces import IConnectedStore, IHostStore
-from halp.model import Census, Change, ChangePage, Entry, LabelCount, LabelInfo, Merged
+from halp.model import (
+    Census,
+    Change,
+    ChangePage,
+    Entry,
+    LabelCount,
+    LabelInfo,
+    Merged,
+    address_group,
+)
 from halp.store.cursor import make_cursor, split_cursor
-from halp.store.group import source_group
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -392,7 +400,7 @@ class RedisStore:
                 c.entry.timestamp,
                 c.source,
                 c.via,
-                source_group(c.source),
+                address_group(c.source),
             ]
 
         def merged(reply: list[int]) -> list[Merged]:
@@ -820,7 +828,7 @@ class RedisStore:
                     for k in range(0, len(fields), 2):
                         member, value = fields[k], str(fields[k + 1])
                         if value.count("\t") == 1:
-                            group = source_group(value.partition("\t")[0])
+                            group = address_group(value.partition("\t")[0])
                             args += [member, value, group]
                     if len(args) > 1:
                         regrouped += _number((yield self._eval("regroup", args)))

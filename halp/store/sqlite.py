@@ -39,11 +39,11 @@ from halp.model import (
     LabelCount,
     LabelInfo,
     Merged,
+    address_group,
     label_ancestors,
     label_parent,
 )
 from halp.store.cursor import make_cursor, parse_cursor
-from halp.store.group import source_group
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "open_database"]
 
@@ -262,7 +262,7 @@ def _migrate(conn: sqlite3.Connection, path: str) -> None:
             f"supports ({SCHEMA_VERSION}); upgrade HALP"
         )
     # upgrade-to-v4.sql computes each entry's network group from its source.
-    conn.create_function("halp_address_group", 1, source_group, deterministic=True)
+    conn.create_function("halp_address_group", 1, address_group, deterministic=True)
     while version < SCHEMA_VERSION:
         version += 1
         conn.executescript(
@@ -360,7 +360,7 @@ def _merge(
             results.append(Merged(old[0], False))
             continue
         seq += 1
-        group = source_group(change.source)
+        group = address_group(change.source)
         conn.execute(
             "INSERT INTO entries (label, host, port, ts, seq, source, via, grp)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (label, host, port) DO UPDATE"

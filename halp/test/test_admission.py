@@ -347,6 +347,30 @@ class ReflectionTests(SynchronousTestCase):
         self.assertEqual(core.verifier.pending, 0)
         self.assertEqual(core.verifier.stats["verify-probes-ok"], 2000)
 
+    def test_unverified_newcomers_evict_nothing(self) -> None:
+        """
+        Test before evict: a full label of confirmed entries, then 10,000
+        unverified entries (inserted and pushed by peers) whose hosts never
+        answer: not one confirmed entry is evicted.
+        """
+        core, clock, prober = make_core(limits=Limits(max_entries=50), insert_rate=0)
+        core.peer_source = StaticPeers([], trusted=["5.5.5.5"])
+        confirmed = [Entry(NOW, f"{20 + i}.1.1.1", 4000) for i in range(50)]
+        for entry in confirmed:
+            self.successResultOf(core.insert(["app"], [entry], entry.host))
+        for i in range(10_000):
+            entry = Entry(NOW + 1, f"{100 + i % 100}.{i // 100}.2.2", 4000)
+            if i % 2:
+                core.insert(["app"], [entry], f"{i % 200 + 1}.7.7.7")
+            else:
+                core.push([Change("app", entry, "9.9.9.9")], "5.5.5.5:7100", "5.5.5.5")
+            if i % 100 == 0:
+                clock.advance(1)
+        clock.advance(3600)
+        kept = self.successResultOf(core.store.get("app", 0, 100, 0))
+        self.assertEqual(sorted(kept, key=lambda e: e.host), sorted(confirmed, key=lambda e: e.host))
+        self.assertGreater(len(prober.probes), 0)
+
     def test_halp_label_probed_as_halp(self) -> None:
         core, _, prober = make_core()
         self.successResultOf(core.insert(["halp"], [Entry(NOW, "11.2.3.45", 7100)], "1.2.3.4"))
