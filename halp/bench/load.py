@@ -1,0 +1,237 @@
+"""
+The benchmark's load generator, run as its own process::
+
+    python -m halp.bench.load SPEC_JSON
+
+It drives a server on 127.0.0.1 with plain non-blocking sockets and a
+selector (no Twisted, no asyncio), the same code for HALP and the
+baseline, and prints one JSON object with what it measured.  ``SPEC_JSON``
+names the port and one of these modes:
+
+``pipeline``
+    ``connections`` connections, each with up to ``depth`` requests in
+    flight.  The requests are ``get LABEL`` for ``duration`` seconds (after
+    ``warmup`` seconds that are not counted), or, with ``insert``, insert
+    blocks of ``batch`` entries numbered from ``first`` until ``count``
+    entries were sent.  One outstanding request on one connection
+    (``connections=1, depth=1``) measures request/response latency.
+``per-connection``
+    ``count`` requests ``get LABEL``, each on a new connection that the
+    client half-closes after its request, read until the server closes.
+
+Answers are counted by their status lines (``ok ...`` and ``error ...``);
+``error``, ``failure:`` and ``pending:`` lines count as errors.
+"""
+
+from __future__ import annotations
+
+import json
+import selectors
+import socket
+import sys
+import time
+from collections import deque
+from typing import Any, Callable, Iterator
+
+from halp.bench import get_request, insert_block
+
+__all__ = ["ReplyCounter", "main", "percentile"]
+
+
+class ReplyCounter:
+    """Counts the answers and error lines in a byte stream, chunk by chunk."""
+
+    def __init__(self) -> None:
+        self._tail = b""
+        self.errors = 0
+
+    def feed(self, data: bytes) -> int:
+        """How many answers ``data`` completed."""
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            self._tail += data
+            return 0
+        done = b"\n" + self._tail + data[: cut + 1]
+        self._tail = data[cut + 1 :]
+        errors = done.count(b"\nerror") + done.count(b"\nfailure:") + done.count(b"\npending:")
+        self.errors += errors
+        return done.count(b"\nok") + done.count(b"\nerror")
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """The ``fraction`` quantile of ``values`` (nearest rank)."""
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    rank = min(len(ordered) - 1, max(0, round(fraction * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+class _Connection:
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.setblocking(False)
+        self.out = bytearray()
+        self.sent_at: deque[float] = deque()
+        self.counter = ReplyCounter()
+
+
+def pipeline(
+    port: int,
+    connections: int,
+    depth: int,
+    next_request: Callable[[float], bytes | None],
+    warmup: float,
+) -> dict[str, Any]:
+    """
+    Keep ``depth`` requests in flight on each of ``connections``
+    connections until ``next_request(now)`` returns ``None`` and every
+    answer arrived.
+    """
+    selector = selectors.DefaultSelector()
+    conns = [_Connection(port) for _ in range(connections)]
+    for conn in conns:
+        selector.register(conn.sock, selectors.EVENT_READ, conn)
+    start = time.perf_counter()
+    counted_from = start + warmup
+    mark: tuple[float, int] | None = None if warmup > 0 else (start, 0)
+    answers = 0
+    latencies: list[float] = []
+    exhausted = False
+    while True:
+        now = time.perf_counter()
+        if mark is None and now >= counted_from:
+            mark = (now, answers)
+        for conn in conns:
+            while not exhausted and len(conn.sent_at) < depth:
+                request = next_request(now)
+                if request is None:
+                    exhausted = True
+                    break
+                conn.out += request
+                conn.sent_at.append(now)
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.out else 0)
+            selector.modify(conn.sock, events, conn)
+        if exhausted and not any(conn.sent_at for conn in conns):
+            break
+        for key, events in selector.select(timeout=30.0):
+            conn = key.data
+            if events & selectors.EVENT_WRITE:
+                sent = conn.sock.send(conn.out)
+                del conn.out[:sent]
+            if events & selectors.EVENT_READ:
+                data = conn.sock.recv(262144)
+                if not data:
+                    raise SystemExit("load: the server closed a connection")
+                done = conn.counter.feed(data)
+                if done:
+                    got = time.perf_counter()
+                    for _ in range(done):
+                        latencies.append(got - conn.sent_at.popleft())
+                    answers += done
+    end = time.perf_counter()
+    for conn in conns:
+        conn.sock.close()
+    first_time, first_count = mark if mark is not None else (start, 0)
+    counted = answers - first_count
+    seconds = end - first_time
+    return {
+        "answers": answers,
+        "counted": counted,
+        "seconds": seconds,
+        "rate": counted / seconds if seconds > 0 else 0.0,
+        "errors": sum(conn.counter.errors for conn in conns),
+        "p50_ms": percentile(latencies, 0.5) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
+    }
+
+
+def per_connection(port: int, request: bytes, count: int) -> dict[str, Any]:
+    """``count`` requests, each on its own connection."""
+    latencies: list[float] = []
+    errors = 0
+    start = time.perf_counter()
+    for _ in range(count):
+        began = time.perf_counter()
+        counter = ReplyCounter()
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(request)
+            sock.shutdown(socket.SHUT_WR)
+            answers = 0
+            while data := sock.recv(65536):
+                answers += counter.feed(data)
+        if answers != 1:
+            errors += 1
+        errors += counter.errors
+        latencies.append(time.perf_counter() - began)
+    seconds = time.perf_counter() - start
+    return {
+        "answers": count,
+        "counted": count,
+        "seconds": seconds,
+        "rate": count / seconds if seconds > 0 else 0.0,
+        "errors": errors,
+        "p50_ms": percentile(latencies, 0.5) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
+    }
+
+
+def _gets(name: str, duration: float, count: int) -> Callable[[float], bytes | None]:
+    request = get_request(name)
+    deadline = time.perf_counter() + duration if duration > 0 else None
+    left = [count]
+
+    def next_request(now: float) -> bytes | None:
+        if deadline is not None:
+            return request if now < deadline else None
+        if left[0] <= 0:
+            return None
+        left[0] -= 1
+        return request
+
+    return next_request
+
+
+def _inserts(name: str, first: int, count: int, batch: int, timestamp: int) -> Callable[[float], bytes | None]:
+    def blocks() -> Iterator[bytes]:
+        for start in range(first, first + count, batch):
+            yield insert_block(name, start, min(batch, first + count - start), timestamp)
+
+    pending = blocks()
+    return lambda now: next(pending, None)
+
+
+def run(spec: dict[str, Any]) -> dict[str, Any]:
+    """Measure what ``spec`` asks for (see the module docstring)."""
+    port = int(spec["port"])
+    mode = spec["mode"]
+    if mode == "per-connection":
+        return per_connection(port, get_request(spec["label"]), int(spec["count"]))
+    if mode != "pipeline":
+        raise SystemExit(f"load: unknown mode {mode!r}")
+    if spec.get("insert"):
+        batch = int(spec["batch"])
+        source = _inserts(
+            spec["label"], int(spec["first"]), int(spec["count"]), batch, int(spec["timestamp"])
+        )
+    else:
+        batch = 1
+        source = _gets(spec["label"], float(spec.get("duration", 0)), int(spec.get("count", 0)))
+    result = pipeline(
+        port, int(spec["connections"]), int(spec["depth"]), source, float(spec.get("warmup", 0))
+    )
+    result["entries_rate"] = result["rate"] * batch
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the spec given as the one argument and print the result as JSON."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        sys.exit("usage: python -m halp.bench.load SPEC_JSON")
+    print(json.dumps(run(json.loads(args[0]))))
+
+
+if __name__ == "__main__":
+    main()
