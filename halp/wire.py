@@ -313,25 +313,28 @@ class LineBuffer:
     Splits a byte stream into lines, in time linear in its length.
 
     (Twisted's ``LineReceiver`` copies the rest of its buffer for every
-    line, which makes a 64 KiB read of short lines cost quadratic time.)
-    Lines come out without their LF; a CR before it is left for the
-    :class:`RequestDecoder` to strip.  A line longer than ``max_line``
-    bytes, not counting its line ending, raises ``line-too-long`` as soon as
-    that is certain, so at most ``max_line + 1`` bytes of an unfinished
-    line are ever held.
+    line, which makes a 64 KiB read of short lines cost quadratic time;
+    here each line is copied once, and :meth:`feed` copies only what was
+    not taken yet, normally part of one line.)  Lines come out without
+    their LF; a CR before it is left for the :class:`RequestDecoder` to
+    strip.  A line longer than ``max_line`` bytes, not counting its line
+    ending, raises ``line-too-long`` as soon as that is certain, so at most
+    ``max_line + 1`` bytes of an unfinished line are ever held.
     """
 
     def __init__(self, max_line: int) -> None:
         self._max = max_line
-        self._data = bytearray()
+        self._data = b""
         self._pos = 0
+        self._last = 0
 
     def feed(self, data: bytes) -> None:
         """Append bytes received."""
-        if self._pos and self._pos * 2 >= len(self._data):
-            del self._data[: self._pos]
-            self._pos = 0
-        self._data += data
+        if self._pos < len(self._data):
+            self._data = self._data[self._pos :] + data
+        else:
+            self._data = bytes(data)
+        self._pos = self._last = 0
 
     def next_line(self) -> bytes | None:
         """
@@ -340,19 +343,22 @@ class LineBuffer:
         :raises ~halp.error.ProtocolError: ``line-too-long``; the buffer is
             emptied and unusable afterwards.
         """
-        end = self._data.find(b"\n", self._pos)
+        data, pos = self._data, self._pos
+        end = data.find(b"\n", pos)
         if end < 0:
-            pending = len(self._data) - self._pos
-            if pending > self._max + 1 or (
-                pending == self._max + 1 and not self._data.endswith(b"\r")
-            ):
+            pending = len(data) - pos
+            if pending > self._max + 1 or (pending == self._max + 1 and not data.endswith(b"\r")):
                 self._overflow()
             return None
-        line = bytes(self._data[self._pos : end])
-        self._pos = end + 1
-        if len(line) - line.endswith(b"\r") > self._max:
+        if end - pos > self._max and (end - pos > self._max + 1 or data[end - 1] != 13):
             self._overflow()
-        return line
+        self._last, self._pos = pos, end + 1
+        return data[pos:end]
+
+    def unread(self) -> None:
+        """Give the line :meth:`next_line` returned last back, to be
+        returned again."""
+        self._pos = self._last
 
     @property
     def partial(self) -> bool:
@@ -365,8 +371,8 @@ class LineBuffer:
             self._data += b"\n"
 
     def _overflow(self) -> None:
-        self._data = bytearray()
-        self._pos = 0
+        self._data = b""
+        self._pos = self._last = 0
         raise ProtocolError(
             ErrorCode.LINE_TOO_LONG, f"request lines are at most {self._max} bytes"
         )
