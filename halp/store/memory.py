@@ -8,9 +8,11 @@ as the model the other stores are tested against.
 from __future__ import annotations
 
 import secrets
-from typing import Sequence
+from array import array
+from bisect import bisect_right
+from typing import Final, Sequence
 
-from sortedcontainers import SortedDict, SortedList
+from sortedcontainers import SortedList
 from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
@@ -31,24 +33,20 @@ from halp.store.cursor import make_cursor, parse_cursor
 
 __all__ = ["MemoryStore"]
 
-# Sort keys: (-timestamp, host, port) for entries and (-timestamp, name) for
-# index rows, so that ascending order is newest first with stable ties.
-_EntryKey = tuple[int, str, int]
+#: An entry of a label, with what the store keeps about it:
+#: ``(-timestamp, host, port, label, source, via)``.  As a plain tuple it
+#: sorts newest first with stable ties (``(host, port)`` is unique within a
+#: label), costs one object, and is what every index holds; the negative
+#: timestamps and the ports are shared objects (see
+#: :meth:`MemoryStore._shared`), so that an entry costs about 230 bytes.
+_Row = tuple[int, str, int, str, str, str]
+_NEG_TS: Final = 0
+_HOST: Final = 1
+_PORT: Final = 2
+_LABEL: Final = 3
+_SOURCE: Final = 4
+_VIA: Final = 5
 _IndexKey = tuple[int, str]
-
-
-class _Row:
-    """An entry's confirmed time, change-feed position, provenance and
-    network group (:func:`~halp.model.address_group` of its source)."""
-
-    __slots__ = ("ts", "seq", "source", "via", "group")
-
-    def __init__(self, ts: int, seq: int, source: str, via: str, group: str) -> None:
-        self.ts = ts
-        self.seq = seq
-        self.source = source
-        self.via = via
-        self.group = group
 
 
 class _Label:
@@ -56,47 +54,63 @@ class _Label:
     A label's entries: by address, in serving order, and in serving order
     per network group (group ``""`` is exempt from quotas and not kept
     there), so that a group's count and oldest entry cost ``O(1)``.
+
+    By address, an entry is found under its host, or, when another port of
+    the same host came first, under ``(host, port)``: one key object less
+    for most entries.
     """
 
     __slots__ = ("rows", "order", "groups")
 
     def __init__(self) -> None:
-        self.rows: dict[tuple[str, int], _Row] = {}
-        self.order: SortedList[_EntryKey] = SortedList()
-        self.groups: dict[str, SortedList[_EntryKey]] = {}
+        self.rows: dict[str | tuple[str, int], _Row] = {}
+        self.order: SortedList[_Row] = SortedList()
+        self.groups: dict[str, SortedList[_Row]] = {}
 
-    def add(self, host: str, port: int, row: _Row) -> None:
-        key = (-row.ts, host, port)
-        self.rows[(host, port)] = row
-        self.order.add(key)
-        if row.group:
-            members = self.groups.get(row.group)
+    def find(self, host: str, port: int) -> _Row | None:
+        row = self.rows.get(host)
+        if row is not None and row[_PORT] == port:
+            return row
+        return self.rows.get((host, port))
+
+    def add(self, row: _Row) -> None:
+        host = row[_HOST]
+        if host in self.rows:
+            self.rows[(host, row[_PORT])] = row
+        else:
+            self.rows[host] = row
+        self.order.add(row)
+        group = address_group(row[_SOURCE])
+        if group:
+            members = self.groups.get(group)
             if members is None:
-                members = self.groups[row.group] = SortedList()
-            members.add(key)
+                members = self.groups[group] = SortedList()
+            members.add(row)
 
-    def remove(self, host: str, port: int) -> _Row | None:
-        row = self.rows.pop((host, port), None)
-        if row is not None:
-            key = (-row.ts, host, port)
-            self.order.remove(key)
-            if row.group:
-                members = self.groups[row.group]
-                members.remove(key)
-                if not members:
-                    del self.groups[row.group]
-        return row
+    def remove(self, row: _Row) -> None:
+        host = row[_HOST]
+        if self.rows.get(host) is row:
+            del self.rows[host]
+        else:
+            del self.rows[(host, row[_PORT])]
+        self.order.remove(row)
+        group = address_group(row[_SOURCE])
+        if group:
+            members = self.groups[group]
+            members.remove(row)
+            if not members:
+                del self.groups[group]
 
-    def oldest(self) -> tuple[str, int]:
-        _, host, port = self.order[-1]
-        return (host, port)
-
-    def group_excess(self, group: str, limit: int) -> list[tuple[str, int]]:
+    def group_excess(self, group: str, limit: int) -> list[_Row]:
         """The oldest entries of ``group`` beyond the first ``limit``."""
         members = self.groups.get(group)
         if members is None or len(members) <= limit:
             return []
-        return [(host, port) for _, host, port in members[limit:]]
+        return list(members[limit:])
+
+
+#: Port numbers as shared objects (at most 65,536 of them).
+_PORTS: dict[int, int] = {}
 
 
 @implementer(IHostStore)
@@ -104,7 +118,8 @@ class MemoryStore:
     """
     Labels as sorted lists in a dict: every operation is ``O(log n)`` in the
     size of a label, and a ``get`` costs ``O(log n + width)``.  The change
-    feed is a sorted map from change number to entry.
+    feed is a list in change order, searched by bisection, compacted now
+    and then (amortised ``O(1)`` per change).
     """
 
     name = "memory"
@@ -114,17 +129,57 @@ class MemoryStore:
         self._index: dict[str, int] = {}
         self._children: dict[str, SortedList[_IndexKey]] = {}
         self._state: dict[str, str] = {}
-        # The change feed: seq -> (label, host, port), one item per entry.
-        self._feed: SortedDict[int, tuple[str, str, int]] = SortedDict()
+        # The change feed: rows in the order they were stored, with their
+        # change numbers beside them.  It only grows at its end: rows
+        # dropped from their label stay (dead) until they are a quarter of
+        # it, when it is compacted.
+        self._feed: list[_Row] = []
+        self._feed_seqs = array("q")
+        self._dead = 0
         self._seq = 0
+        # Recent negative timestamps as shared objects (see _Row).
+        self._stamps: dict[int, int] = {}
         # A new store numbers its changes afresh: cursors of another
         # instance mean nothing here.
         self._epoch = secrets.token_hex(8)
 
-    def _drop(self, label: str, table: _Label, host: str, port: int) -> None:
-        row = table.remove(host, port)
-        if row is not None:
-            del self._feed[row.seq]
+    def _shared(self, timestamp: int, port: int) -> tuple[int, int]:
+        """``-timestamp`` and ``port`` as objects other rows share."""
+        stamps = self._stamps
+        negative = stamps.get(-timestamp)
+        if negative is None:
+            if len(stamps) >= 4096:
+                stamps.clear()
+            negative = stamps[-timestamp] = -timestamp
+        shared = _PORTS.get(port)
+        if shared is None:
+            shared = _PORTS[port] = port
+        return negative, shared
+
+    def _add(self, table: _Label, row: _Row) -> None:
+        table.add(row)
+        self._seq += 1
+        self._feed.append(row)
+        self._feed_seqs.append(self._seq)
+
+    def _drop(self, table: _Label, row: _Row) -> None:
+        table.remove(row)
+        self._dead += 1
+        if self._dead > 1024 and self._dead * 4 > len(self._feed):
+            self._compact()
+
+    def _live(self, row: _Row) -> bool:
+        """Whether ``row`` is still stored (not replaced or dropped)."""
+        table = self._labels.get(row[_LABEL])
+        return table is not None and table.find(row[_HOST], row[_PORT]) is row
+
+    def _compact(self) -> None:
+        """Leave the dead rows out of the change feed."""
+        feed, seqs = self._feed, self._feed_seqs
+        live = [i for i, row in enumerate(feed) if self._live(row)]
+        self._feed = [feed[i] for i in live]
+        self._feed_seqs = array("q", [seqs[i] for i in live])
+        self._dead = 0
 
     def merge(
         self, changes: Sequence[Change], max_entries: int, max_per_group: int = 0
@@ -140,36 +195,31 @@ class MemoryStore:
             if table is None:
                 table = self._labels[label] = _Label()
             touched.setdefault(label, []).append(i)
-            address = entry.address
+            host, port = entry.host, entry.port
             if max_per_group > 0:
-                where.setdefault((label, *address), []).append(i)
-            row = table.rows.get(address)
-            if row is not None and row.ts >= entry.timestamp:
-                results.append(Merged(row.ts, False))
+                where.setdefault((label, host, port), []).append(i)
+            row = table.find(host, port)
+            if row is not None and -row[_NEG_TS] >= entry.timestamp:
+                results.append(Merged(-row[_NEG_TS], False))
                 continue
             if row is not None:
-                self._drop(label, table, *address)
-            self._seq += 1
-            group = address_group(change.source)
-            table.add(
-                entry.host,
-                entry.port,
-                _Row(entry.timestamp, self._seq, change.source, change.via, group),
-            )
-            self._feed[self._seq] = (label, entry.host, entry.port)
+                self._drop(table, row)
+            negative, port = self._shared(entry.timestamp, port)
+            self._add(table, (negative, host, port, label, change.source, change.via))
             results.append(Merged(entry.timestamp, True))
+            group = address_group(change.source)
             if max_per_group > 0 and group:
                 for victim in table.group_excess(group, max_per_group):
-                    self._drop(label, table, *victim)
-                    for j in where.get((label, *victim), ()):
+                    self._drop(table, victim)
+                    for j in where.get((label, victim[_HOST], victim[_PORT]), ()):
                         results[j] = Merged(None, False)
         for label, positions in touched.items():
             table = self._labels[label]
             evicted = set()
             while len(table.rows) > max_entries:
-                address = table.oldest()
-                self._drop(label, table, *address)
-                evicted.add(address)
+                victim = table.order[-1]
+                self._drop(table, victim)
+                evicted.add((victim[_HOST], victim[_PORT]))
             if evicted:
                 for i in positions:
                     if changes[i].entry.address in evicted:
@@ -200,10 +250,11 @@ class MemoryStore:
         table = self._labels.get(label)
         result: list[Entry] = []
         if table is not None:
-            for negative, host, port in table.order.islice(start, stop):
-                if -negative < since:
+            make = tuple.__new__  # Entry(...) without its argument handling
+            for row in table.order.islice(start, stop):
+                if -row[_NEG_TS] < since:
                     break
-                result.append(Entry(-negative, host, port))
+                result.append(make(Entry, (-row[_NEG_TS], row[_HOST], row[_PORT])))
         return succeed(result)
 
     def list_labels(
@@ -223,16 +274,17 @@ class MemoryStore:
         found: list[Change] = []
         last = after
         more = False
-        for seq in self._feed.irange(minimum=after + 1):
-            label, host, port = self._feed[seq]
-            row = self._labels[label].rows[(host, port)]
-            if row.ts < since:
+        feed, seqs = self._feed, self._feed_seqs
+        for i in range(bisect_right(seqs, after), len(feed)):
+            row = feed[i]
+            if -row[_NEG_TS] < since or not self._live(row):
                 continue
             if len(found) >= limit:
                 more = True
                 break
-            found.append(Change(label, Entry(row.ts, host, port), row.source, row.via))
-            last = seq
+            entry = Entry(-row[_NEG_TS], row[_HOST], row[_PORT])
+            found.append(Change(row[_LABEL], entry, row[_SOURCE], row[_VIA]))
+            last = seqs[i]
         return succeed(ChangePage(found, make_cursor(self._epoch, last), more))
 
     def census(self, since: int, limit: int) -> Deferred[Census]:
@@ -250,8 +302,9 @@ class MemoryStore:
         removed = 0
         if table is not None:
             for host, port in addresses:
-                if (host, port) in table.rows:
-                    self._drop(label, table, host, port)
+                row = table.find(host, port)
+                if row is not None:
+                    self._drop(table, row)
                     removed += 1
             if not table.rows:
                 del self._labels[label]
@@ -271,8 +324,8 @@ class MemoryStore:
         removed = 0
         for label in list(self._labels):
             table = self._labels[label]
-            while table.order and -table.order[-1][0] < before:
-                self._drop(label, table, *table.oldest())
+            while table.order and -table.order[-1][_NEG_TS] < before:
+                self._drop(table, table.order[-1])
                 removed += 1
             if not table.rows:
                 del self._labels[label]

@@ -624,6 +624,40 @@ class StoreContractMixin(_Base):
         later = yield self.store.changes(page.cursor, 10, 0)
         self.assertEqual(later.changes, [C("a", E3)])
 
+    @inlineCallbacks
+    def test_feed_after_many_replacements_and_removals(self) -> Gen:
+        """
+        Thousands of entries confirmed again and removed (the memory store
+        compacts its feed on the way): from a cursor taken midway and from
+        the start, the feed has each remaining entry once, at its newest
+        time, in change order.
+        """
+        hosts = [f"198.51.{i // 250}.{i % 250 + 1}" for i in range(3000)]
+        yield self.store.merge([C("a", Entry(1000, h, 7)) for h in hosts], 10_000)
+        yield self.store.merge([C("b", Entry(1000, h, 8)) for h in hosts[:100]], 10_000)
+        middle = yield self.store.changes("", 10_000, 0)
+        yield self.store.merge([C("a", Entry(2000, h, 7)) for h in hosts[:2500]], 10_000)
+        yield self.store.remove("a", [(h, 7) for h in hosts[2500:2700]])
+        yield self.store.merge([C("a", Entry(3000, h, 7)) for h in hosts[1000:1500]], 10_000)
+        expected = (
+            [C("b", Entry(1000, h, 8)) for h in hosts[:100]]
+            + [C("a", Entry(2000, h, 7)) for h in hosts[:1000] + hosts[1500:2500]]
+            + [C("a", Entry(3000, h, 7)) for h in hosts[1000:1500]]
+        )
+        later = yield self.store.changes(middle.cursor, 10_000, 0)
+        self.assertEqual(later.changes, expected[100:])
+        seen: list[Change] = []
+        cursor = ""
+        while True:
+            page = yield self.store.changes(cursor, 700, 0)
+            seen.extend(page.changes)
+            cursor = page.cursor
+            if not page.more:
+                break
+        self.assertEqual(seen, [C("a", Entry(1000, h, 7)) for h in hosts[2700:]] + expected)
+        got = yield self.store.get("a", 0, 3, 0)
+        self.assertEqual(got, [Entry(3000, h, 7) for h in sorted(hosts[1000:1500])[:3]])
+
     # -- merge: the per-group quota -------------------------------------------
 
     @inlineCallbacks
