@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from halp.answers import Answer, AnswerCache
 from halp.connlimit import ConnectionLimiter, Refusal
 from halp.core import UNKNOWN_SOURCE, HALPCore, Page, Pending, Refused, Replicated, Stored
 from halp.error import ErrorCode, ProtocolError, StoreError
@@ -147,9 +148,12 @@ class HALPServerProtocol(Protocol):
 
     #: Requests waiting for their turn before the connection stops reading.
     MAX_QUEUED = 64
+    #: Kept answers written at once, before the output buffer is looked at
+    #: again.
+    KEPT_BURST = 64
 
     def __init__(self) -> None:
-        self._queue: deque[_Item] = deque()
+        self._queue: deque[tuple[_Item, bytes]] = deque()
         self._busy = False
         self._pumping = False
         self._any_request = False
@@ -245,6 +249,12 @@ class HALPServerProtocol(Protocol):
         """Decode buffered lines while reading is on."""
         while not self._paused and not self._input_done:
             try:
+                if (
+                    not (self._queue or self._busy or self._output_full or self._libhalp)
+                    and not self._decoder.in_block
+                    and self._answer_kept()
+                ):
+                    continue  # the writes may have filled the output buffer
                 line = self._lines.next_line()
             except ProtocolError as e:
                 self._set_reading(False)
@@ -265,7 +275,41 @@ class HALPServerProtocol(Protocol):
             item = self._decoder.feed(line)
             if item is not None:
                 self._cancel_request_deadline()
-                self._enqueue(item)
+                self._enqueue(item, line)
+
+    def _answer_kept(self) -> bool:
+        """
+        The fast path, for when nothing is ahead of the buffered lines:
+        answer those the factory keeps answers for (``get`` lines answered
+        before, see :mod:`halp.answers`), up to the first it does not and at
+        most :attr:`KEPT_BURST` of them, without parsing them.  Whether any
+        was answered.
+        """
+        lines, answers = self._lines, self.factory.answers
+        now = self.factory.clock.seconds()
+        kept: list[Answer] = []
+        try:
+            while len(kept) < self.KEPT_BURST:
+                line = lines.next_line()  # line-too-long: after the writes
+                if line is None:
+                    break
+                answer = answers.lookup(line, now)
+                if answer is None:
+                    lines.unread()
+                    break
+                kept.append(answer)
+        finally:
+            if kept:
+                self._any_request = True
+                if self._request_call is not None:
+                    self._cancel_request_deadline()
+                self._write_kept(kept)
+        return bool(kept)
+
+    def _write_kept(self, kept: list[Answer]) -> None:
+        self.transport.writeSequence([answer.data for answer in kept])
+        self._reset_idle()
+        self.factory.log_answers(self, kept)
 
     # -- request deadline ----------------------------------------------------
 
@@ -327,9 +371,10 @@ class HALPServerProtocol(Protocol):
 
     # -- answering -----------------------------------------------------------
 
-    def _enqueue(self, item: _Item) -> None:
+    def _enqueue(self, item: _Item, line: bytes = b"") -> None:
+        """Queue ``item``; ``line`` is the request line of a ``get``."""
         self._any_request = self._any_request or not isinstance(item, _Close)
-        self._queue.append(item)
+        self._queue.append((item, line))
         if len(self._queue) > self.MAX_QUEUED:
             self._set_reading(False)
         self._pump()
@@ -358,7 +403,7 @@ class HALPServerProtocol(Protocol):
 
     def _answer_next(self) -> bool:
         """Start answering the next queued item; ``False`` once closing."""
-        item = self._queue.popleft()
+        item, line = self._queue.popleft()
         if isinstance(item, _Close):
             self._close()
             return False
@@ -369,8 +414,14 @@ class HALPServerProtocol(Protocol):
             self._send(item, Reply((), format_ok("bye")))
             self._close()
             return False
+        if line and not self._libhalp:
+            answer = self.factory.answers.lookup(line, self.factory.clock.seconds())
+            if answer is not None:
+                # Kept since the request was queued.
+                self._write_kept([answer])
+                return True
         self._busy = True
-        self.factory.respond(item, self.peer_host).addCallback(self._replied, item).addErrback(
+        self.factory.respond(item, self.peer_host, line).addCallback(self._replied, item).addErrback(
             self._crashed
         )
         return True
@@ -456,6 +507,9 @@ class HALPServerFactory(Factory):
     :param log_requests: whether to log every request with its result
         (connections, idle closes and unexpected failures are always
         logged).
+    :param answer_cache: the longest, in seconds, that the encoded answer
+        to a ``get`` line is written again without asking the store (see
+        :mod:`halp.answers`); ``0`` asks the store every time.
     """
 
     protocol = HALPServerProtocol  # type: ignore[assignment]
@@ -473,6 +527,7 @@ class HALPServerFactory(Factory):
         request_timeout: float = 30.0,
         limiter: ConnectionLimiter | None = None,
         log_requests: bool = True,
+        answer_cache: float = 1.0,
     ) -> None:
         self.core = core
         self.clock = clock
@@ -482,6 +537,7 @@ class HALPServerFactory(Factory):
         self.request_timeout = request_timeout
         self.limiter = limiter if limiter is not None else ConnectionLimiter()
         self.log_requests = log_requests
+        self.answers = AnswerCache(core, clock, answer_cache)
         self.connections: set[HALPServerProtocol] = set()
         #: The limiter key of each admitted connection, until it closes.
         self._admitted: dict[HALPServerProtocol, str | None] = {}
@@ -557,6 +613,19 @@ class HALPServerFactory(Factory):
             lines=len(reply.lines),
         )
 
+    def log_answers(self, proto: HALPServerProtocol, answers: list[Answer]) -> None:
+        """Count (and log) ``get`` requests answered from :attr:`answers`."""
+        self.core.traffic.requests[("halp1", "get", "ok")] += len(answers)
+        if self.log_requests:
+            for answer in answers:
+                self._log.info(
+                    "{peer} {request} -> {status}",
+                    peer=proto.peer,
+                    request=answer.summary,
+                    status=answer.status,
+                    lines=answer.lines,
+                )
+
     def log_late(self, proto: HALPServerProtocol) -> None:
         self._log.info(
             "{peer} did not complete a request within {timeout} s, closing",
@@ -569,18 +638,24 @@ class HALPServerFactory(Factory):
 
     # -- answering -----------------------------------------------------------
 
-    def respond(self, request: Request, peer: str = "") -> Deferred[Reply]:
+    def respond(self, request: Request, peer: str = "", line: bytes = b"") -> Deferred[Reply]:
         """
         Answer one request from the client at address ``peer`` (a host).
         The Deferred never fails: every failure becomes an ``error`` status
-        line.
+        line.  The answer to a ``get`` sent as ``line`` is kept in
+        :attr:`answers` for the next time that line comes.
         """
-        return maybeDeferred(self._dispatch, request, peer).addErrback(self._failed, request)
+        return maybeDeferred(self._dispatch, request, peer, line).addErrback(
+            self._failed, request
+        )
 
-    def _dispatch(self, request: Request, peer: str) -> Deferred[Reply]:
+    def _dispatch(self, request: Request, peer: str, line: bytes) -> Deferred[Reply]:
         core = self.core
         if isinstance(request, Get):
-            return core.get(request.label, request.window).addCallback(self._entries)
+            d = core.get(request.label, request.window)
+            if line:
+                return d.addCallback(self._kept_entries, request, line, self.answers.generation)
+            return d.addCallback(self._entries)
         if isinstance(request, ListLabels):
             return core.list_labels(request.parent, request.window).addCallback(
                 self._labels
@@ -616,6 +691,11 @@ class HALPServerFactory(Factory):
     def _entries(self, page: Page[Entry]) -> Reply:
         lines = tuple(format_entry(e) for e in page.items)
         return Reply(lines, self._page_status(page, self.core.limits.max_slice))
+
+    def _kept_entries(self, page: Page[Entry], request: Get, line: bytes, generation: int) -> Reply:
+        reply = self._entries(page)
+        self.answers.keep(line, request, reply, page.items, generation)
+        return reply
 
     def _labels(self, page: Page[LabelInfo]) -> Reply:
         lines = tuple(format_label(info) for info in page.items)

@@ -79,14 +79,16 @@ def _ttl(text: str) -> int:
         raise ValueError(f"--ttl: {e}") from None
 
 
-def _seconds(option: str) -> Callable[[str], float]:
+def _seconds(option: str, zero: bool = False) -> Callable[[str], float]:
+    low = "0 <=" if zero else "0 <"
+
     def coerce(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             value = -1.0
-        if not 0 < value <= 86400:
-            raise ValueError(f"--{option}: expected seconds (0 < s <= 86400), not {text!r}")
+        if not (0 <= value if zero else 0 < value) or not value <= 86400:
+            raise ValueError(f"--{option}: expected seconds ({low} s <= 86400), not {text!r}")
         return value
 
     return coerce
@@ -267,6 +269,17 @@ class Options(usage.Options):
             "Seconds a closing connection may take to take its last answer "
             "before it is cut off.",
             _seconds("abort-timeout"),
+        ],
+        [
+            "answer-cache",
+            None,
+            1.0,
+            "Seconds the encoded answer to a HALP/1 get line may be written "
+            "again without asking the store (it is also dropped as soon as "
+            "this server changes the label or an entry of it expires); "
+            "bounds how stale answers are when other processes write to the "
+            "same store. 0 asks the store every time.",
+            _seconds("answer-cache", zero=True),
         ],
         [
             "max-connections",
@@ -700,6 +713,7 @@ def makeService(options: Options) -> IService:
         abort_timeout=options["abort-timeout"],
         limiter=limiter,
         log_requests=not options["no-request-log"],
+        answer_cache=options["answer-cache"],
     )
 
     top = MultiService()
