@@ -77,6 +77,13 @@ _KINDS: dict[type, str] = {
 }
 
 
+class _Burst:
+    """Says that the fast path wrote a burst of answers and may go on."""
+
+
+_BURST = _Burst()
+
+
 class _Close:
     """Marks the end of a connection's input in its request queue."""
 
@@ -248,14 +255,14 @@ class HALPServerProtocol(Protocol):
     def _take_lines(self) -> None:
         """Decode buffered lines while reading is on."""
         while not self._paused and not self._input_done:
+            line: bytes | _Burst | None
             try:
-                if (
-                    not (self._queue or self._busy or self._output_full or self._libhalp)
-                    and not self._decoder.in_block
-                    and self._answer_kept()
-                ):
-                    continue  # the writes may have filled the output buffer
-                line = self._lines.next_line()
+                if self._queue or self._busy or self._output_full or self._libhalp or self._decoder.in_block:
+                    line = self._lines.next_line()
+                else:
+                    line = self._answer_kept()
+                    if isinstance(line, _Burst):
+                        continue  # the writes may have filled the output buffer
             except ProtocolError as e:
                 self._set_reading(False)
                 self._input_done = True  # nothing after this line is acted on
@@ -277,37 +284,40 @@ class HALPServerProtocol(Protocol):
                 self._cancel_request_deadline()
                 self._enqueue(item, line)
 
-    def _answer_kept(self) -> bool:
+    def _answer_kept(self) -> bytes | _Burst | None:
         """
         The fast path, for when nothing is ahead of the buffered lines:
         answer those the factory keeps answers for (``get`` lines answered
-        before, see :mod:`halp.answers`), up to the first it does not and at
-        most :attr:`KEPT_BURST` of them, without parsing them.  Whether any
-        was answered.
+        before, see :mod:`halp.answers`) without parsing them, up to the
+        first it does not, which is returned (``None`` when no complete line
+        is left), or :data:`_BURST` after :attr:`KEPT_BURST` answers.
         """
         lines, answers = self._lines, self.factory.answers
         now = self.factory.clock.seconds()
         kept: list[Answer] = []
         try:
-            while len(kept) < self.KEPT_BURST:
+            while True:
                 line = lines.next_line()  # line-too-long: after the writes
                 if line is None:
-                    break
+                    return None
                 answer = answers.lookup(line, now)
                 if answer is None:
-                    lines.unread()
-                    break
+                    return line
                 kept.append(answer)
+                if len(kept) == self.KEPT_BURST:
+                    return _BURST
         finally:
             if kept:
                 self._any_request = True
                 if self._request_call is not None:
                     self._cancel_request_deadline()
                 self._write_kept(kept)
-        return bool(kept)
 
     def _write_kept(self, kept: list[Answer]) -> None:
-        self.transport.writeSequence([answer.data for answer in kept])
+        if len(kept) == 1:
+            self.transport.write(kept[0].data)
+        else:
+            self.transport.writeSequence([answer.data for answer in kept])
         self._reset_idle()
         self.factory.log_answers(self, kept)
 

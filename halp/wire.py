@@ -326,7 +326,6 @@ class LineBuffer:
         self._max = max_line
         self._data = b""
         self._pos = 0
-        self._last = 0
 
     def feed(self, data: bytes) -> None:
         """Append bytes received."""
@@ -334,7 +333,7 @@ class LineBuffer:
             self._data = self._data[self._pos :] + data
         else:
             self._data = bytes(data)
-        self._pos = self._last = 0
+        self._pos = 0
 
     def next_line(self) -> bytes | None:
         """
@@ -352,13 +351,8 @@ class LineBuffer:
             return None
         if end - pos > self._max and (end - pos > self._max + 1 or data[end - 1] != 13):
             self._overflow()
-        self._last, self._pos = pos, end + 1
+        self._pos = end + 1
         return data[pos:end]
-
-    def unread(self) -> None:
-        """Give the line :meth:`next_line` returned last back, to be
-        returned again."""
-        self._pos = self._last
 
     @property
     def partial(self) -> bool:
@@ -372,7 +366,7 @@ class LineBuffer:
 
     def _overflow(self) -> None:
         self._data = b""
-        self._pos = self._last = 0
+        self._pos = 0
         raise ProtocolError(
             ErrorCode.LINE_TOO_LONG, f"request lines are at most {self._max} bytes"
         )
