@@ -21,7 +21,7 @@ from typing import Iterator
 import pytest
 
 from halp.test.redis_server import RedisServer
-from tests.halpserver import HALPServer, StartServer
+from tests.halpserver import HALPServer, StartServer, eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -87,6 +87,43 @@ def test_an_insert_through_one_process_is_served_by_another(
     assert served(a, "myapp/v2") == {("198.51.100.7", 6881): now - 10}
 
 
+def test_other_processes_serve_an_insert_within_the_answer_cache_age(
+    start_server: StartServer, redis: RedisServer
+) -> None:
+    """
+    With the answer cache, the process that took an insert serves it at
+    once; another process that kept an answer to the same ``get`` line
+    serves it when that answer is ``--answer-cache`` seconds old, not later,
+    and its answers never go back in time meanwhile.
+    """
+    age = 3.0
+    a = start_on(start_server, redis, "--answer-cache", str(age))
+    b = start_on(start_server, redis, "--answer-cache", str(age))
+    now = int(time.time())
+    old, new = f"{now - 10} 198.51.100.7 6881", f"{now - 5} 198.51.100.8 6881"
+    with a.connect() as ca, b.connect() as cb:
+        assert ca.reply(insert_block("app", old)).status == "ok 1 stored 0 failed"
+        assert cb.reply(b"get app\n").lines == [old]  # b keeps this answer
+        kept_at = time.monotonic()
+        assert ca.reply(insert_block("app", new)).status == "ok 1 stored 0 failed"
+        assert ca.reply(b"get app\n").lines == [new, old]
+        seen: list[tuple[float, list[str]]] = []
+
+        def fresh() -> bool | None:
+            lines = cb.reply(b"get app\n").lines
+            seen.append((time.monotonic() - kept_at, lines))
+            return True if lines == [new, old] else None
+
+        # Between tries, wait up to 0.05 s for a (quiet meanwhile) to log.
+        eventually(fresh, a, timeout=age + 10, step=0.05)
+    fresh_after = seen[-1][0]
+    assert fresh_after <= age + 2, f"served only after {fresh_after:.2f} s"
+    # Before that, b served its kept answer, whole, and nothing older.
+    assert all(lines == [old] for _, lines in seen[:-1]), seen
+    # Seen stale for most of the age: it was the cache, not a slow store.
+    assert fresh_after >= age - 1 or len(seen) == 1 and fresh_after > age, seen
+
+
 def test_four_processes_racing_on_one_label_keep_its_rules(
     start_server: StartServer, redis: RedisServer
 ) -> None:
@@ -99,7 +136,13 @@ def test_four_processes_racing_on_one_label_keep_its_rules(
     of ``mono`` holds the newest time any client had acknowledged for it.
     """
     cap = 50
-    servers = [start_on(start_server, redis, "--max-entries", str(cap)) for _ in range(4)]
+    # Without the answer cache: the sampler reads one label through every
+    # process in turn, and a kept answer may be up to --answer-cache
+    # seconds older than another process's (see the next test).
+    servers = [
+        start_on(start_server, redis, "--max-entries", str(cap), "--answer-cache", "0")
+        for _ in range(4)
+    ]
     now = int(time.time())
     mono_hosts = [f"198.51.100.{i}" for i in range(1, 41)]
     capped_hosts = [f"203.0.113.{i}" for i in range(1, 201)]
