@@ -10,11 +10,14 @@ names the port and one of these modes:
 
 ``pipeline``
     ``connections`` connections, each with up to ``depth`` requests in
-    flight.  The requests are ``get LABEL`` for ``duration`` seconds (after
-    ``warmup`` seconds that are not counted), or, with ``insert``, insert
-    blocks of ``batch`` entries numbered from ``first`` until ``count``
-    entries were sent.  One outstanding request on one connection
+    flight.  The requests are ``get LABEL`` for ``duration`` seconds, or
+    ``count`` of them, or, with ``insert``, insert blocks of ``batch``
+    entries numbered from ``first`` until ``count`` entries were sent.
+    Answers in the first ``warmup`` seconds, and the first ``skip``
+    answers, count in neither the rate nor the latencies.  One outstanding request on one connection
     (``connections=1, depth=1``) measures request/response latency.
+    With ``resp``, the requests are Redis's ``ZREVRANGE LABEL 0 9`` (the
+    port is a ``redis-server``'s): HALP's peer, measured by the same client.
 ``per-connection``
     ``count`` requests ``get LABEL``, each on a new connection that the
     client half-closes after its request, read until the server closes.
@@ -33,9 +36,9 @@ import time
 from collections import deque
 from typing import Any, Callable, Iterator
 
-from halp.bench import get_request, insert_block
+from halp.bench import GET_SLICE, get_request, insert_block
 
-__all__ = ["ReplyCounter", "main", "percentile"]
+__all__ = ["ReplyCounter", "RespCounter", "main", "percentile", "resp_command"]
 
 
 class ReplyCounter:
@@ -58,6 +61,34 @@ class ReplyCounter:
         return done.count(b"\nok") + done.count(b"\nerror")
 
 
+class RespCounter(ReplyCounter):
+    """
+    Counts Redis replies to commands that answer with an array (``*N``) or
+    an error (``-ERR ...``), as long as no element of an array starts a
+    line with ``*`` or ``-`` (the benchmark's members start with digits).
+    """
+
+    def feed(self, data: bytes) -> int:
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            self._tail += data
+            return 0
+        done = b"\n" + self._tail + data[: cut + 1]
+        self._tail = data[cut + 1 :]
+        errors = done.count(b"\n-")
+        self.errors += errors
+        return done.count(b"\n*") + errors
+
+
+def resp_command(*args: str) -> bytes:
+    """One Redis command in the Redis protocol (RESP)."""
+    parts = [f"*{len(args)}\r\n".encode("ascii")]
+    for arg in args:
+        data = arg.encode("utf-8")
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
 def percentile(values: list[float], fraction: float) -> float:
     """The ``fraction`` quantile of ``values`` (nearest rank)."""
     ordered = sorted(values)
@@ -68,13 +99,13 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 class _Connection:
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, counter: ReplyCounter) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.setblocking(False)
         self.out = bytearray()
         self.sent_at: deque[float] = deque()
-        self.counter = ReplyCounter()
+        self.counter = counter
 
 
 def pipeline(
@@ -83,25 +114,28 @@ def pipeline(
     depth: int,
     next_request: Callable[[float], bytes | None],
     warmup: float,
+    skip: int = 0,
+    counter: Callable[[], ReplyCounter] = ReplyCounter,
 ) -> dict[str, Any]:
     """
     Keep ``depth`` requests in flight on each of ``connections``
     connections until ``next_request(now)`` returns ``None`` and every
-    answer arrived.
+    answer arrived.  Answers in the first ``warmup`` seconds, and the first
+    ``skip`` answers, are not counted.
     """
     selector = selectors.DefaultSelector()
-    conns = [_Connection(port) for _ in range(connections)]
+    conns = [_Connection(port, counter()) for _ in range(connections)]
     for conn in conns:
         selector.register(conn.sock, selectors.EVENT_READ, conn)
     start = time.perf_counter()
     counted_from = start + warmup
-    mark: tuple[float, int] | None = None if warmup > 0 else (start, 0)
+    mark: tuple[float, int] | None = None if warmup > 0 or skip > 0 else (start, 0)
     answers = 0
     latencies: list[float] = []
     exhausted = False
     while True:
         now = time.perf_counter()
-        if mark is None and now >= counted_from:
+        if mark is None and now >= counted_from and answers >= skip:
             mark = (now, answers)
         for conn in conns:
             while not exhausted and len(conn.sent_at) < depth:
@@ -128,7 +162,9 @@ def pipeline(
                 if done:
                     got = time.perf_counter()
                     for _ in range(done):
-                        latencies.append(got - conn.sent_at.popleft())
+                        sent = conn.sent_at.popleft()
+                        if mark is not None:  # the warm-up's are not counted
+                            latencies.append(got - sent)
                     answers += done
     end = time.perf_counter()
     for conn in conns:
@@ -136,6 +172,11 @@ def pipeline(
     first_time, first_count = mark if mark is not None else (start, 0)
     counted = answers - first_count
     seconds = end - first_time
+    if counted <= 0:
+        raise SystemExit(
+            f"load: no answer counted in {seconds:.2f} s after the warm-up "
+            f"({answers} during it): the server stalled"
+        )
     return {
         "answers": answers,
         "counted": counted,
@@ -177,8 +218,7 @@ def per_connection(port: int, request: bytes, count: int) -> dict[str, Any]:
     }
 
 
-def _gets(name: str, duration: float, count: int) -> Callable[[float], bytes | None]:
-    request = get_request(name)
+def _gets(request: bytes, duration: float, count: int) -> Callable[[float], bytes | None]:
     deadline = time.perf_counter() + duration if duration > 0 else None
     left = [count]
 
@@ -217,9 +257,15 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         )
     else:
         batch = 1
-        source = _gets(spec["label"], float(spec.get("duration", 0)), int(spec.get("count", 0)))
+        request = (
+            resp_command("ZREVRANGE", spec["label"], "0", str(GET_SLICE - 1))
+            if spec.get("resp") else get_request(spec["label"])
+        )
+        source = _gets(request, float(spec.get("duration", 0)), int(spec.get("count", 0)))
     result = pipeline(
-        port, int(spec["connections"]), int(spec["depth"]), source, float(spec.get("warmup", 0))
+        port, int(spec["connections"]), int(spec["depth"]), source,
+        float(spec.get("warmup", 0)), int(spec.get("skip", 0)),
+        RespCounter if spec.get("resp") else ReplyCounter,
     )
     result["entries_rate"] = result["rate"] * batch
     return result
