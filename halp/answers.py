@@ -8,7 +8,7 @@ keeps the bytes of each ``get`` answer under its request line, exactly as
 the client sent it, and writes them again when the same line comes back:
 no parsing, no store, no Deferred.  An answer is dropped when
 
-- a merge of the core changes its label (the cache watches the core),
+- the core merges anything into its label (the cache watches the core),
 - its oldest entry expires (the label's newest entries then change),
 - or ``max_age`` seconds after it was made.
 
@@ -22,13 +22,14 @@ request in many ways.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
 
 from twisted.internet.interfaces import IReactorTime
 
 from halp.core import HALPCore
-from halp.model import Change, Entry
+from halp.model import Entry
 from halp.wire import Get, Reply, summarize
 
 __all__ = ["Answer", "AnswerCache"]
@@ -71,13 +72,13 @@ class AnswerCache:
         if size < 1:
             raise ValueError(f"an answer cache holds at least one answer, not {size}")
         self.size = size
-        self._answers: dict[bytes, Answer] = {}
+        self._answers: OrderedDict[bytes, Answer] = OrderedDict()
         self._lines: dict[str, set[bytes]] = {}
-        #: Counts the core's merges that changed something: an answer made
-        #: while one happened may already be stale, and is not kept.
+        #: Counts the core's merges: an answer made while one happened may
+        #: already be stale, and is not kept.
         self.generation = 0
         if max_age > 0:
-            core.watch(self._changed)
+            core.watch_merges(self._merged)
 
     def __len__(self) -> int:
         return len(self._answers)
@@ -112,7 +113,7 @@ class AnswerCache:
             until = min(until, min(e.timestamp for e in entries) + self._ttl + 1)
         self._forget(line)
         while len(self._answers) >= self.size:
-            self._forget(next(iter(self._answers)))
+            self._unindex(*self._answers.popitem(last=False))
         self._answers[line] = Answer(
             b"".join(reply.lines) + reply.status,
             request.label,
@@ -126,13 +127,16 @@ class AnswerCache:
     def _forget(self, line: bytes) -> None:
         answer = self._answers.pop(line, None)
         if answer is not None:
-            lines = self._lines[answer.label]
-            lines.discard(line)
-            if not lines:
-                del self._lines[answer.label]
+            self._unindex(line, answer)
 
-    def _changed(self, changes: list[Change], relay: bool) -> None:
+    def _unindex(self, line: bytes, answer: Answer) -> None:
+        lines = self._lines[answer.label]
+        lines.discard(line)
+        if not lines:
+            del self._lines[answer.label]
+
+    def _merged(self, labels: set[str]) -> None:
         self.generation += 1
-        for label in {c.label for c in changes}:
+        for label in labels:
             for line in self._lines.pop(label, ()):
                 del self._answers[line]

@@ -307,6 +307,7 @@ class HALPCore:
         self._store_failures = 0
         self._store_failure_logged: float | None = None
         self._observers: list[Callable[[list[Change], bool], None]] = []
+        self._merge_observers: list[Callable[[set[str]], None]] = []
         #: Set by :class:`~halp.federation.Federation` to list its peers.
         self.peer_source: PeerSource | None = None
         self._push_limiter: KeyedLimiter[str] = KeyedLimiter(
@@ -391,6 +392,16 @@ class HALPCore:
         for pulled changes, which it does not (``docs/federation.rst``).
         """
         self._observers.append(observer)
+
+    def watch_merges(self, observer: Callable[[set[str]], None]) -> None:
+        """
+        Call ``observer(labels)`` after every merge the store acknowledged,
+        with the labels merged into, whether or not their entries changed:
+        a merge whose new entry a quota evicts at once still evicts an
+        older entry to make room (:meth:`watch` is told only of changed
+        entries).
+        """
+        self._merge_observers.append(observer)
 
     def _notify(self, changes: list[Change], relay: bool) -> None:
         if not changes:
@@ -567,8 +578,18 @@ class HALPCore:
         if not changes:
             return succeed([])
         if self.group_cap:
-            return self.store.merge(changes, self.limits.max_entries, self.group_cap)
-        return self.store.merge(changes, self.limits.max_entries)
+            d = self.store.merge(changes, self.limits.max_entries, self.group_cap)
+        else:
+            d = self.store.merge(changes, self.limits.max_entries)
+        return d.addCallback(self._merged_into, {c.label for c in changes})
+
+    def _merged_into(self, merged: list[Merged], labels: set[str]) -> list[Merged]:
+        for observer in self._merge_observers:
+            try:
+                observer(labels)
+            except Exception:
+                self._log.failure("A merge observer failed")
+        return merged
 
     def _verified(self, claims: list[Claim], when: float) -> None:
         """Store the claims whose host a probe reached at ``when``."""

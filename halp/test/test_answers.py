@@ -18,7 +18,7 @@ from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
 from halp.answers import AnswerCache
-from halp.core import HALPCore
+from halp.core import Admission, HALPCore, Pending, Refused, Stored
 from halp.model import Change, Entry, Limits
 from halp.server import HALPServerFactory, HALPServerProtocol
 from halp.store.memory import MemoryStore
@@ -130,6 +130,41 @@ class KeptAnswerTests(AnswerTestCase):
         self.clock.advance(0.25)  # max_age after the answer was made
         self.assertEqual(self.ask(), b"%d h 1\nok 1\n" % NOW)
         self.assertEqual(self.store.gets, 2)
+
+
+class QuotaTests(SynchronousTestCase):
+    def test_an_entry_the_quota_evicts_on_its_way_in_drops_the_answer(self) -> None:
+        """
+        An entry confirmed again by a network whose share is full replaces
+        its old row and is evicted at once: nothing is reported changed,
+        but the label lost the entry, and the kept answer goes.
+        """
+        clock = Clock()
+        clock.advance(NOW)
+        admission = Admission(allow_private=True, verify="none", insert_rate=0, group_share=4)
+        core = HALPCore(MemoryStore(), clock, Limits(max_entries=4), admission=admission)
+        self.assertEqual(core.group_cap, 1)
+        factory = HALPServerFactory(core, clock)
+        transport = StringTransport()
+        proto = factory.buildProtocol(transport.getPeer())
+        assert proto is not None
+        proto.makeConnection(transport)
+
+        def insert(source: str, entry: Entry) -> list[Stored | Refused | Pending]:
+            return self.successResultOf(core.insert(["app"], [entry], source))
+
+        insert("198.51.100.1", Entry(NOW - 100, "192.0.2.5", 80))
+        insert("203.0.113.1", Entry(NOW - 10, "192.0.2.9", 80))
+        proto.dataReceived(b"get app\n")
+        self.assertEqual(
+            transport.value(), b"%d 192.0.2.9 80\n%d 192.0.2.5 80\nok 2\n" % (NOW - 10, NOW - 100)
+        )
+        transport.clear()
+        # 203.0.113/16 holds its one place with a newer entry.
+        (outcome,) = insert("203.0.113.1", Entry(NOW - 50, "192.0.2.5", 80))
+        self.assertIsInstance(outcome, Refused)
+        proto.dataReceived(b"get app\n")
+        self.assertEqual(transport.value(), b"%d 192.0.2.9 80\nok 1\n" % (NOW - 10))
 
 
 class ExpiryTests(AnswerTestCase):
