@@ -10,12 +10,14 @@ names the port and one of these modes:
 
 ``pipeline``
     ``connections`` connections, each with up to ``depth`` requests in
-    flight.  The requests are ``get LABEL`` for ``duration`` seconds, or
-    ``count`` of them, or, with ``insert``, insert blocks of ``batch``
-    entries numbered from ``first`` until ``count`` entries were sent.
-    Answers in the first ``warmup`` seconds, and the first ``skip``
-    answers, count in neither the rate nor the latencies.  One outstanding request on one connection
-    (``connections=1, depth=1``) measures request/response latency.
+    flight.  The requests are ``get LABEL`` for ``warmup + duration``
+    seconds (and on until one answer counts), or ``count`` of them, or,
+    with ``insert``, insert blocks of ``batch`` entries numbered from
+    ``first`` until ``count`` entries were sent.  Answers in the first
+    ``warmup`` seconds, and the first ``skip`` answers, count in neither
+    the rate nor the latencies.  One outstanding request on one
+    connection (``connections=1, depth=1``) measures request/response
+    latency.
     With ``resp``, the requests are Redis's ``ZREVRANGE LABEL 0 9`` (the
     port is a ``redis-server``'s): HALP's peer, measured by the same client.
 ``per-connection``
@@ -112,14 +114,15 @@ def pipeline(
     port: int,
     connections: int,
     depth: int,
-    next_request: Callable[[float], bytes | None],
+    next_request: Callable[[float, int], bytes | None],
     warmup: float,
     skip: int = 0,
     counter: Callable[[], ReplyCounter] = ReplyCounter,
 ) -> dict[str, Any]:
     """
     Keep ``depth`` requests in flight on each of ``connections``
-    connections until ``next_request(now)`` returns ``None`` and every
+    connections until ``next_request(now, counted)`` (``counted``: the
+    answers counted so far) returns ``None`` and every
     answer arrived.  Answers in the first ``warmup`` seconds, and the first
     ``skip`` answers, are not counted.
     """
@@ -139,7 +142,7 @@ def pipeline(
             mark = (now, answers)
         for conn in conns:
             while not exhausted and len(conn.sent_at) < depth:
-                request = next_request(now)
+                request = next_request(now, answers - mark[1] if mark is not None else 0)
                 if request is None:
                     exhausted = True
                     break
@@ -149,7 +152,10 @@ def pipeline(
             selector.modify(conn.sock, events, conn)
         if exhausted and not any(conn.sent_at for conn in conns):
             break
-        for key, events in selector.select(timeout=30.0):
+        ready = selector.select(timeout=30.0)
+        if not ready:
+            raise SystemExit("load: no answer for 30 s: the server hangs")
+        for key, events in ready:
             conn = key.data
             if events & selectors.EVENT_WRITE:
                 sent = conn.sock.send(conn.out)
@@ -218,13 +224,22 @@ def per_connection(port: int, request: bytes, count: int) -> dict[str, Any]:
     }
 
 
-def _gets(request: bytes, duration: float, count: int) -> Callable[[float], bytes | None]:
-    deadline = time.perf_counter() + duration if duration > 0 else None
+def _gets(
+    request: bytes, duration: float, warmup: float, count: int
+) -> Callable[[float, int], bytes | None]:
+    """
+    ``count`` requests, or requests for ``warmup + duration`` seconds from
+    the first, and on until one answer is counted (a stall of the machine
+    must not leave a measurement empty).
+    """
+    deadline: list[float] = []
     left = [count]
 
-    def next_request(now: float) -> bytes | None:
-        if deadline is not None:
-            return request if now < deadline else None
+    def next_request(now: float, counted: int) -> bytes | None:
+        if duration > 0:
+            if not deadline:
+                deadline.append(now + warmup + duration)
+            return request if now < deadline[0] or not counted else None
         if left[0] <= 0:
             return None
         left[0] -= 1
@@ -233,13 +248,15 @@ def _gets(request: bytes, duration: float, count: int) -> Callable[[float], byte
     return next_request
 
 
-def _inserts(name: str, first: int, count: int, batch: int, timestamp: int) -> Callable[[float], bytes | None]:
+def _inserts(
+    name: str, first: int, count: int, batch: int, timestamp: int
+) -> Callable[[float, int], bytes | None]:
     def blocks() -> Iterator[bytes]:
         for start in range(first, first + count, batch):
             yield insert_block(name, start, min(batch, first + count - start), timestamp)
 
     pending = blocks()
-    return lambda now: next(pending, None)
+    return lambda now, counted: next(pending, None)
 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
@@ -261,7 +278,10 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             resp_command("ZREVRANGE", spec["label"], "0", str(GET_SLICE - 1))
             if spec.get("resp") else get_request(spec["label"])
         )
-        source = _gets(request, float(spec.get("duration", 0)), int(spec.get("count", 0)))
+        source = _gets(
+            request, float(spec.get("duration", 0)), float(spec.get("warmup", 0)),
+            int(spec.get("count", 0)),
+        )
     result = pipeline(
         port, int(spec["connections"]), int(spec["depth"]), source,
         float(spec.get("warmup", 0)), int(spec.get("skip", 0)),

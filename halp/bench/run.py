@@ -209,14 +209,20 @@ class Server:
 
 def load(spec: dict[str, Any]) -> dict[str, Any]:
     """Run the load generator in its own process; its JSON result."""
-    done = subprocess.run(
-        [sys.executable, "-m", "halp.bench.load", json.dumps(spec)],
-        env=_environment(), stdin=subprocess.DEVNULL, capture_output=True, text=True,
-        timeout=_LOAD_TIMEOUT,
-    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "halp.bench.load", json.dumps(spec)],
+            env=_environment(), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            timeout=_LOAD_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"load generator ({spec['mode']}) still running after {_LOAD_TIMEOUT:g} s")
     if done.returncode != 0:
         raise BenchError(f"load generator failed ({spec['mode']}): {done.stderr.strip()}")
-    result: dict[str, Any] = json.loads(done.stdout)
+    try:
+        result: dict[str, Any] = json.loads(done.stdout)
+    except ValueError:
+        raise BenchError(f"load generator printed no result ({spec['mode']}): {done.stdout[:200]!r}")
     if result["errors"]:
         raise BenchError(f"{result['errors']} error answers in {spec}")
     return result
@@ -571,7 +577,10 @@ def run(profile: Profile, workdir: str) -> tuple[list[Row], dict[str, Any], list
         else:
             from halp.test.redis_server import RedisServer
 
-            redis = RedisServer(persistence="aof").start()
+            try:
+                redis = RedisServer(persistence="aof").start()
+            except RuntimeError as e:
+                raise BenchError(f"redis-server did not start: {e}")
             stores.append(("redis", redis.url))
             print("halp.bench: measuring redis-server itself...", file=sys.stderr, flush=True)
             raw["redis-server"] = peer = measure_redis(redis, baseline, profile, timestamp)
@@ -608,8 +617,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="draw the HALP/baseline ratios here (needs matplotlib)")
     args = parser.parse_args(argv)
     for option, path in (("--json", args.json), ("--png", args.png)):
-        if path is not None and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        if path is None:
+            continue
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
             _fail(f"{option}: no such directory for {path!r}")
+        if os.path.isdir(path) or not os.access(folder, os.W_OK):
+            _fail(f"{option}: cannot write {path!r}")
+    if args.png is not None and not args.png.lower().endswith(".png"):
+        _fail(f"--png: the chart's file name ends in .png, not {args.png!r}")
     profile = QUICK if args.quick else FULL
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="halp-bench-") as workdir:
@@ -620,7 +636,10 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(1)
     print(table(all_rows))
     if args.png is not None:
-        note = chart(all_rows, args.png)
+        try:
+            note = chart(all_rows, args.png)
+        except Exception as e:  # the figures matter more than their picture
+            note = f"no PNG: {type(e).__name__}: {e}"
         if note is not None:
             notes.append(note)
     results = {
