@@ -60,7 +60,7 @@ from halp.wire import (
     summarize,
 )
 
-__all__ = ["HALPServerFactory", "HALPServerProtocol", "address_host", "describe_address"]
+__all__ = ["HALPServerFactory", "HALPServerProtocol", "address_host", "admit", "describe_address"]
 
 
 #: The kind of each request, as metrics count them.
@@ -118,6 +118,30 @@ def address_host(address: object) -> str:
         return ""
     # An IPv4 client of a dual-stack (tcp6) listener is its IPv4 address.
     return host.removeprefix("::ffff:") if host.startswith("::ffff:") and "." in host else host
+
+
+def admit(
+    core: HALPCore, limiter: ConnectionLimiter, clock: IReactorTime, frontend: str,
+    addr: IAddress | None,
+) -> tuple[str | None, str | None]:
+    """
+    Ask ``limiter`` whether a connection from ``addr`` to ``frontend``
+    (``halp1`` or ``http``) may open: its limiter key, and why not (counted
+    and remembered as a ``busy`` connection in the core's traffic), or
+    ``None``.
+    """
+    key, message = limiter.check(addr, clock.seconds())
+    if message is not None:
+        core.traffic.record(
+            frontend,
+            "connection",
+            ErrorCode.BUSY.value,
+            when=core.now(),
+            peer=address_host(addr),
+            request="(connection)",
+            message=message,
+        )
+    return key, message
 
 
 @implementer(IHalfCloseableProtocol, IPushProducer)
@@ -560,17 +584,8 @@ class HALPServerFactory(Factory):
         the :attr:`limiter` admits, else a
         :class:`~halp.connlimit.Refusal` that answers ``error busy``.
         """
-        key, message = self.limiter.check(addr, self.clock.seconds())
+        key, message = admit(self.core, self.limiter, self.clock, "halp1", addr)
         if message is not None:
-            self.core.traffic.record(
-                "halp1",
-                "connection",
-                ErrorCode.BUSY.value,
-                when=self.core.now(),
-                peer=address_host(addr),
-                request="(connection)",
-                message=message,
-            )
             return Refusal(
                 format_error(ErrorCode.BUSY, message), self.clock, self.abort_timeout
             )

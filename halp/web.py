@@ -60,7 +60,7 @@ from halp.model import (
     check_port,
     check_timestamp,
 )
-from halp.server import address_host, describe_address
+from halp.server import address_host, admit, describe_address
 from halp.stats import COUNTERS, OK_RESULTS
 from halp.wire import format_entry, format_field
 
@@ -1224,17 +1224,8 @@ class HALPSite(Site):
         admits, else a :class:`~halp.connlimit.Refusal` that answers
         ``503``.
         """
-        key, message = self.limiter.check(addr, self.clock.seconds())
+        key, message = admit(self.core, self.limiter, self.clock, "http", addr)
         if message is not None:
-            self.core.traffic.record(
-                "http",
-                "connection",
-                ErrorCode.BUSY.value,
-                when=self.core.now(),
-                peer=address_host(addr),
-                request="(connection)",
-                message=message,
-            )
             answer = _error_response(
                 b"503 Service Unavailable",
                 ErrorCode.BUSY.value,

@@ -44,7 +44,7 @@ __all__ = ["ReplyCounter", "RespCounter", "main", "percentile", "resp_command"]
 
 
 class ReplyCounter:
-    """Counts the answers and error lines in a byte stream, chunk by chunk."""
+    """Counts the HALP/1 answers and error lines in a byte stream, chunk by chunk."""
 
     def __init__(self) -> None:
         self._tail = b""
@@ -56,11 +56,18 @@ class ReplyCounter:
         if cut < 0:
             self._tail += data
             return 0
+        # Whole lines, each after a LF, so that a count of LF + a start
+        # counts the lines that start so.
         done = b"\n" + self._tail + data[: cut + 1]
         self._tail = data[cut + 1 :]
-        errors = done.count(b"\nerror") + done.count(b"\nfailure:") + done.count(b"\npending:")
+        answers, errors = self._count(done)
         self.errors += errors
-        return done.count(b"\nok") + done.count(b"\nerror")
+        return answers
+
+    def _count(self, lines: bytes) -> tuple[int, int]:
+        """The answers and the error lines in ``lines``."""
+        errors = lines.count(b"\nerror") + lines.count(b"\nfailure:") + lines.count(b"\npending:")
+        return lines.count(b"\nok") + lines.count(b"\nerror"), errors
 
 
 class RespCounter(ReplyCounter):
@@ -70,16 +77,9 @@ class RespCounter(ReplyCounter):
     line with ``*`` or ``-`` (the benchmark's members start with digits).
     """
 
-    def feed(self, data: bytes) -> int:
-        cut = data.rfind(b"\n")
-        if cut < 0:
-            self._tail += data
-            return 0
-        done = b"\n" + self._tail + data[: cut + 1]
-        self._tail = data[cut + 1 :]
-        errors = done.count(b"\n-")
-        self.errors += errors
-        return done.count(b"\n*") + errors
+    def _count(self, lines: bytes) -> tuple[int, int]:
+        errors = lines.count(b"\n-")
+        return lines.count(b"\n*") + errors, errors
 
 
 def resp_command(*args: str) -> bytes:
