@@ -9,7 +9,9 @@ imports it when twistd has already installed the one it chose.
 from __future__ import annotations
 
 import ipaddress
+import random
 import re
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from twisted.application.internet import TimerService
@@ -20,6 +22,8 @@ from twisted.internet.interfaces import (
     IListeningPort,
     IProtocolFactory,
     IReactorCore,
+    IReactorTime,
+    IStreamClientEndpoint,
     IStreamServerEndpoint,
 )
 from twisted.logger import Logger
@@ -36,7 +40,7 @@ from halp.connlimit import (
 from halp.core import VERIFY_POLICIES, Admission, HALPCore
 from halp.error import ProtocolError, StoreError
 from halp.federation import SYNC_INTERVAL, TEST_INTERVAL, Federation
-from halp.interfaces import IConnectedStore, IHostStore
+from halp.interfaces import IConnectedStore, IHostStore, IProber
 from halp.model import Limits, check_routable
 from halp.server import HALPServerFactory, describe_address
 from halp.verify import TCPProber
@@ -48,7 +52,7 @@ from halp.store import (
     parse_store_spec,
 )
 
-__all__ = ["Options", "makeService", "DEFAULT_PORT", "parse_duration"]
+__all__ = ["Assembly", "Options", "assemble", "makeService", "DEFAULT_PORT", "parse_duration"]
 
 #: The HALP/1 port.
 DEFAULT_PORT = 7100
@@ -687,27 +691,47 @@ def _advertiser(
     return listening
 
 
-def makeService(options: Options) -> IService:
-    """Build the HALP server's service tree from parsed options."""
-    from twisted.internet import reactor
-    from twisted.internet.endpoints import serverFromString
+@dataclass
+class Assembly:
+    """One HALP server's parts, wired as ``twistd halp`` wires them."""
 
-    spec: StoreSpec = options["store-spec"]
-    store = make_store(spec, reactor)  # type: ignore[arg-type]
+    core: HALPCore
+    factory: HALPServerFactory
+    federation: Federation | None
+    limiter: ConnectionLimiter
+    #: The store, the purge timer and the federation, in starting order.
+    service: MultiService
+
+
+def assemble(
+    options: Options,
+    clock: IReactorTime,
+    store: IHostStore,
+    *,
+    prober: IProber | None,
+    core_type: type[HALPCore] = HALPCore,
+    node_id: str | None = None,
+    endpoint: Callable[[ServerAddress], IStreamClientEndpoint] | None = None,
+    rng: random.Random | None = None,
+    announce_interval: float | None = None,
+) -> Assembly:
+    """
+    Wire a server from parsed options: its core, its protocol factory and
+    its services, without listening anywhere.  :func:`makeService` runs it
+    on the reactor; the simulator (:mod:`halp.sim`) runs thousands on one
+    simulated clock and network, with ``endpoint``, ``rng`` and ``node_id``
+    from its seed and ``core_type`` for the hostile servers it models.
+    """
     admission = options.admission()
-    core = HALPCore(
-        store,
-        reactor,
-        options.limits(),
-        admission=admission,
-        prober=TCPProber(reactor, allow_private=admission.allow_private),
+    kwargs: dict[str, Any] = {} if node_id is None else {"node_id": node_id}
+    core = core_type(
+        store, clock, options.limits(), admission=admission, prober=prober, **kwargs
     )
     # One count for every listener: the caps bound the process's descriptors.
     limiter = ConnectionLimiter(options["max-connections"], options["max-connections-per-host"])
-    _check_fd_limit(options["max-connections"])
     factory = HALPServerFactory(
         core,
-        reactor,
+        clock,
         idle_timeout=options["idle-timeout"],
         request_timeout=options["request-timeout"],
         abort_timeout=options["abort-timeout"],
@@ -715,11 +739,10 @@ def makeService(options: Options) -> IService:
         log_requests=not options["no-request-log"],
         answer_cache=options["answer-cache"],
     )
-
     top = MultiService()
-    StoreService(store, spec).setServiceParent(top)
+    StoreService(store, options["store-spec"]).setServiceParent(top)
     purge = TimerService(options["purge-interval"], core.purge)
-    purge.clock = reactor
+    purge.clock = clock
     purge.setServiceParent(top)
     federation: Federation | None = None
     if not options["no-federation"]:
@@ -727,14 +750,38 @@ def makeService(options: Options) -> IService:
         # federation saves its state before the store closes.
         federation = Federation(
             core,
-            reactor,
+            clock,
             peers=options["peers"],
             public=options["public-address"],
             fanout=options["fanout"],
             sync_interval=options["sync-interval"],
             test_interval=options["peer-test-interval"],
+            announce_interval=announce_interval,
+            endpoint=endpoint,
+            rng=rng,
         )
         federation.setServiceParent(top)
+    return Assembly(core, factory, federation, limiter, top)
+
+
+def makeService(options: Options) -> IService:
+    """Build the HALP server's service tree from parsed options."""
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import serverFromString
+
+    spec: StoreSpec = options["store-spec"]
+    store = make_store(spec, reactor)  # type: ignore[arg-type]
+    _check_fd_limit(options["max-connections"])
+    admission = options.admission()
+    parts = assemble(
+        options,
+        reactor,
+        store,
+        prober=TCPProber(reactor, allow_private=admission.allow_private),
+    )
+    core, factory, federation, limiter, top = (
+        parts.core, parts.factory, parts.federation, parts.limiter, parts.service
+    )
     for description in options["ports"]:
         endpoint = serverFromString(reactor, description)
         ListenerService(description, endpoint, factory, reactor).setServiceParent(top)

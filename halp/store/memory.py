@@ -122,11 +122,15 @@ class MemoryStore:
     size of a label, and a ``get`` costs ``O(log n + width)``.  The change
     feed is a list in change order, searched by bisection, compacted now
     and then (amortised ``O(1)`` per change).
+
+    :param epoch: names this store's change numbers in its cursors (default:
+        random, so that another instance's cursors are refused); the
+        simulator passes one from its seed.
     """
 
     name = "memory"
 
-    def __init__(self) -> None:
+    def __init__(self, epoch: str | None = None) -> None:
         self._labels: dict[str, _Label] = {}
         self._index: dict[str, int] = {}
         self._children: dict[str, SortedList[_IndexKey]] = {}
@@ -143,7 +147,7 @@ class MemoryStore:
         self._stamps: dict[int, int] = {}
         # A new store numbers its changes afresh: cursors of another
         # instance mean nothing here.
-        self._epoch = secrets.token_hex(8)
+        self._epoch = secrets.token_hex(8) if epoch is None else epoch
 
     def _shared(self, timestamp: int, port: int) -> tuple[int, int]:
         """``-timestamp`` and ``port`` as objects other rows share."""
