@@ -592,11 +592,25 @@ class HALPCore:
         return merged
 
     def _verified(self, claims: list[Claim], when: float) -> None:
-        """Store the claims whose host a probe reached at ``when``."""
+        """
+        Store the claims whose host a probe reached at ``when``.
+
+        A client's insert is confirmed at ``when``: this server reached the
+        host itself.  A replicated claim keeps the time it came with: every
+        server that verifies it probes at a slightly different time, and
+        each of those times would be a newer confirmation that floods the
+        federation again (the simulator found one insert pushed on for as
+        long as probes finished somewhere, a new version every second).
+        """
         now = int(when)
         changes = {
             relay: [
-                Change(c.label, Entry(now, c.entry.host, c.entry.port), c.source, c.via)
+                Change(
+                    c.label,
+                    c.entry if c.via else Entry(now, c.entry.host, c.entry.port),
+                    c.source,
+                    c.via,
+                )
                 for c in claims
                 if c.relay == relay
             ]

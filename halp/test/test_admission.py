@@ -459,6 +459,29 @@ class ReflectionTests(SynchronousTestCase):
         clock.advance(1)
         self.assertEqual(seen, [([Change("app", Entry(NOW + 1, "11.2.3.45", 4000), "1.2.3.4")], True)])
 
+    def test_replicated_entries_keep_their_time_when_verified(self) -> None:
+        """
+        Every server verifies a pushed entry at its own time: were that
+        time stored, each would be a newer confirmation, pushed on again.
+        """
+        core, clock, prober = make_core()
+        core.peer_source = StaticPeers([], trusted=["5.5.5.5"])
+        prober.delay = 1
+        prober.reachable.add("11.2.3.45")
+        seen: list[tuple[list[Change], bool]] = []
+        core.watch(lambda changes, relay: seen.append((changes, relay)))
+        entry = Entry(NOW, "11.2.3.45", 4000)
+        self.successResultOf(core.push([Change("app", entry, "1.2.3.4")], "5.5.5.5:7100", "5.5.5.5"))
+        clock.advance(1)
+        self.assertEqual(seen, [([Change("app", entry, "1.2.3.4", "5.5.5.5:7100")], True)])
+        # The same version from another peer changes nothing: not relayed.
+        core.peer_source = StaticPeers([], trusted=["5.5.5.5", "6.6.6.6"])
+        result = self.successResultOf(
+            core.push([Change("app", entry, "1.2.3.4")], "6.6.6.6:7100", "6.6.6.6")
+        )
+        self.assertEqual((result.changed, result.unchanged), (0, 1))
+        self.assertEqual(len(seen), 1)
+
     def test_no_prober_needed_without_verification(self) -> None:
         with self.assertRaises(ValueError):
             HALPCore(MemoryStore(), Clock(), admission=Admission())
