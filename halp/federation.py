@@ -95,6 +95,10 @@ MAX_OUTBOX_MESSAGES = 10
 SUMMARY_INTERVAL = 3600.0
 #: Seconds before pushing again to a peer that answered ``error busy``.
 BUSY_DELAY = 60.0
+
+#: Seconds a peer's first queued change waits before the push goes, so that
+#: changes arriving meanwhile (verified one by one, say) travel together.
+PUSH_DELAY = 0.0
 #: Seconds before starting again when loading the federation's state failed.
 START_RETRY = 30.0
 #: Where the peer table and the cursors are saved in the store.
@@ -135,6 +139,7 @@ class Federation(Service):
         server's ``halp`` entry; default a quarter of the TTL, at most an
         hour.
     :param timeout: seconds one exchange with a peer may take.
+    :param push_delay: seconds a change waits for others to push with it.
     :param endpoint: makes the client endpoint for a peer (default: a
         :class:`~twisted.internet.endpoints.HostnameEndpoint`).
     :param rng: chooses peers and draws jitter.
@@ -154,12 +159,15 @@ class Federation(Service):
         test_interval: float = TEST_INTERVAL,
         announce_interval: float | None = None,
         timeout: float = PEER_TIMEOUT,
+        push_delay: float = PUSH_DELAY,
         max_learned: int = MAX_LEARNED,
         endpoint: Callable[[ServerAddress], IStreamClientEndpoint] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         if fanout < 1:
             raise ValueError("fanout must be at least 1")
+        if push_delay < 0:
+            raise ValueError("push_delay cannot be negative")
         self.core = core
         self.clock = clock
         self.public = public
@@ -170,6 +178,7 @@ class Federation(Service):
             announce_interval = min(3600.0, core.limits.ttl / 4)
         self.announce_interval = announce_interval
         self.timeout = timeout
+        self.push_delay = push_delay
         self.table = ServerTable([(p, "halp1") for p in peers if p != public], max_learned)
         if public is not None:
             self.table.ignore(public)
@@ -242,6 +251,9 @@ class Federation(Service):
             if call.active():
                 call.cancel()
         self._calls.clear()
+        # A push waiting out its delay (or a busy peer's) was just cancelled:
+        # after a restart, the next change pushes to that peer again.
+        self._pushing.clear()
         for d in list(self._running_ops):
             d.cancel()
         # Saved at once: the store is closed right after this returns, and
@@ -327,9 +339,7 @@ class Federation(Service):
         Whether ``host`` is the host of a pinned peer or of one that passed
         its test: its pushes are believed about the entries' sources.
         """
-        return any(
-            r.host == host and (r.pinned or r.successes > 0) for r in self.table.records()
-        )
+        return self.table.vouched_for(host)
 
     def _is_self(self, entry: Entry) -> bool:
         return self.public is not None and ServerAddress.of(entry) == self.public
@@ -462,7 +472,11 @@ class Federation(Service):
                     count=dropped,
                 )
             if peer not in self._pushing:
-                self._push(peer)
+                if self.push_delay:
+                    self._pushing.add(peer)
+                    self._schedule(f"push {peer}", self.push_delay, lambda p=peer: self._push(p))
+                else:
+                    self._push(peer)
 
     def _push(self, peer: ServerAddress) -> None:
         self._calls.pop(f"push {peer}", None)

@@ -39,7 +39,7 @@ from halp.connlimit import (
 )
 from halp.core import VERIFY_POLICIES, Admission, HALPCore
 from halp.error import ProtocolError, StoreError
-from halp.federation import SYNC_INTERVAL, TEST_INTERVAL, Federation
+from halp.federation import PUSH_DELAY, SYNC_INTERVAL, TEST_INTERVAL, Federation
 from halp.interfaces import IConnectedStore, IHostStore, IProber
 from halp.model import Limits, check_routable
 from halp.server import HALPServerFactory, describe_address
@@ -349,6 +349,15 @@ class Options(usage.Options):
             TEST_INTERVAL,
             "Seconds between tests of learned servers (one at a time).",
             _seconds("peer-test-interval"),
+        ],
+        [
+            "push-delay",
+            None,
+            PUSH_DELAY,
+            "Seconds a new or newer entry waits before it is pushed, so that "
+            "entries arriving meanwhile go to a peer in one push; 0 pushes at "
+            "once.",
+            _seconds("push-delay", zero=True),
         ],
         [
             "verify",
@@ -756,6 +765,7 @@ def assemble(
             fanout=options["fanout"],
             sync_interval=options["sync-interval"],
             test_interval=options["peer-test-interval"],
+            push_delay=options["push-delay"],
             announce_interval=announce_interval,
             endpoint=endpoint,
             rng=rng,

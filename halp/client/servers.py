@@ -429,6 +429,16 @@ class ServerTable:
     def get(self, address: ServerAddress) -> ServerRecord | None:
         return self._records.get(address)
 
+    def vouched_for(self, host: str) -> bool:
+        """
+        Whether a server at ``host`` is pinned or has answered: its pushes
+        are believed.  Asked for every push a server receives, so it does
+        not sort the table as :meth:`records` does.
+        """
+        return any(
+            r.host == host and (r.pinned or r.successes > 0) for r in self._records.values()
+        )
+
     def records(self) -> list[ServerRecord]:
         """Every known server, best first (the order :meth:`choose` uses)."""
         return sorted(self._records.values(), key=self._order_key(0))

@@ -562,6 +562,49 @@ class PushTests(FederationTestCase):
         self.assertEqual(b.stat("push-received"), 3)
         self.assertEqual(len(self.entries(b)), 7)
 
+    def test_push_delay_gathers_changes(self) -> None:
+        """
+        With ``push_delay``, the first change for a peer waits that long,
+        counted from that change, and what comes meanwhile goes in the same
+        push; the next change waits again.  (Without it a change is pushed
+        at once: :meth:`test_push_counters`.)
+        """
+        a, b = self.server(1), self.server(2)
+        self.federate(a, b.address, public=False, push_delay=1)
+        self.network.flush()
+        self.insert(a, peer_entry(1, self.now()))
+        self.network.advance(0.5)
+        self.insert(a, peer_entry(2, self.now()))
+        self.network.advance(0.25)
+        self.assertEqual((a.stat("push-sent"), self.contacts(b.address)), (0, 0))
+        self.network.advance(0.25)
+        self.assertEqual((a.stat("push-sent"), a.stat("entries-pushed")), (1, 2))
+        self.assertEqual((b.stat("push-received"), b.stat("entries-replicated")), (1, 2))
+        self.assertEqual(len(self.entries(b)), 2)
+
+        self.insert(a, peer_entry(3, self.now()))
+        self.network.advance(0.75)
+        self.assertEqual(a.stat("push-sent"), 1)
+        self.network.advance(0.25)
+        self.assertEqual((a.stat("push-sent"), a.stat("entries-pushed")), (2, 3))
+        self.assertEqual(b.stat("push-received"), 2)
+        self.assertEqual(self.contacts(b.address), 2)
+
+    def test_stop_during_the_push_delay(self) -> None:
+        """A push still waiting when the federation stops is not sent, and no call is left."""
+        a, b = self.server(1), self.server(2)
+        fed = self.federate(a, b.address, public=False, push_delay=1)
+        self.network.flush()
+        self.insert(a, peer_entry(1, self.now()))
+        self.network.advance(0.5)
+        self.assertTrue(self.clock.getDelayedCalls())
+        self.successResultOf(fed.stopService())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.network.advance(10)
+        self.assertEqual(
+            (a.stat("push-sent"), self.contacts(b.address), b.stat("push-received")), (0, 0, 0)
+        )
+
 
 # -- pull ----------------------------------------------------------------------
 

@@ -1075,9 +1075,10 @@ class PropertyTests(SynchronousTestCase):
 class FederationTableTests(SynchronousTestCase):
     """
     :meth:`ServerTable.usable`, :meth:`~ServerTable.trusted`,
-    :meth:`~ServerTable.next_to_test`, :meth:`~ServerTable.misbehaved`,
-    :meth:`~ServerTable.banned`, :meth:`~ServerTable.ignore`, and bans in
-    :meth:`~ServerTable.dump` and :meth:`~ServerTable.load`.
+    :meth:`~ServerTable.vouched_for`, :meth:`~ServerTable.next_to_test`,
+    :meth:`~ServerTable.misbehaved`, :meth:`~ServerTable.banned`,
+    :meth:`~ServerTable.ignore`, and bans in :meth:`~ServerTable.dump` and
+    :meth:`~ServerTable.load`.
     """
 
     def test_usable(self) -> None:
@@ -1116,6 +1117,28 @@ class FederationTableTests(SynchronousTestCase):
             ],
         )
         self.assertEqual(ServerTable().trusted(), [])
+
+    def test_vouched_for(self) -> None:
+        """A host is vouched for if a server there is pinned or has answered, on any port."""
+        other_port = ServerAddress(addr(4).host, 7101)
+        table = table_of(
+            (addr(2), NOW), (addr(3), NOW), (addr(4), NOW), (other_port, NOW), pinned=(addr(1),)
+        )
+        self.assertEqual(
+            [table.vouched_for(addr(i).host) for i in (1, 2, 3, 4, 9)],
+            [True, False, False, False, False],
+        )
+        table.succeeded(addr(3), NOW, 0, "halp1")
+        table.succeeded(other_port, NOW, 0, "halp1")
+        table.failed(addr(2), NOW)
+        self.assertEqual(
+            [table.vouched_for(addr(i).host) for i in (1, 2, 3, 4, 9)],
+            [True, False, True, True, False],
+        )
+        # As for Federation.is_peer before: one that answered once stays vouched for.
+        table.failed(addr(3), NOW + 1)
+        self.assertTrue(table.vouched_for(addr(3).host))
+        self.assertFalse(ServerTable().vouched_for(addr(1).host))
 
     def test_next_to_test(self) -> None:
         """

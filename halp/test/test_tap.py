@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import resource
 import sqlite3
 from typing import Any
@@ -15,7 +16,7 @@ from twisted.application.service import IServiceCollection
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.task import Clock
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, IStreamClientEndpoint
 from twisted.internet.testing import EventLoggingObserver, MemoryReactor
 from twisted.logger import globalLogPublisher
 from twisted.python.usage import UsageError
@@ -29,16 +30,19 @@ from halp.store.memory import MemoryStore
 from halp.store.redis import RedisStore
 from halp.store.sqlite import SQLiteStore
 from halp.client.servers import ServerAddress
-from halp.federation import Federation
+from halp.federation import PUSH_DELAY, Federation
 from halp.tap import (
     FD_RESERVE,
+    Assembly,
     ListenerService,
     Options,
     StoreService,
+    assemble,
     fit_fd_limit,
     makeService,
     parse_duration,
 )
+from halp.testing import FakeNetwork, FakeProber
 
 
 #: A key and certificate that ship with Twisted's tests, for TLS endpoints.
@@ -76,6 +80,7 @@ class OptionsTests(SynchronousTestCase):
                 "fanout",
                 "sync-interval",
                 "peer-test-interval",
+                "push-delay",
                 "http",
                 "public-http",
             )},
@@ -93,6 +98,7 @@ class OptionsTests(SynchronousTestCase):
                 "fanout": 5,
                 "sync-interval": 250.0,
                 "peer-test-interval": 3.0,
+                "push-delay": 0.0,
                 "http": [],
                 "public-http": None,
             },
@@ -150,6 +156,8 @@ class OptionsTests(SynchronousTestCase):
             (["--fanout", "0"], "--fanout: expected an integer from 1 to 64"),
             (["--sync-interval", "0"], "--sync-interval: expected seconds"),
             (["--peer-test-interval", "x"], "--peer-test-interval: expected seconds"),
+            (["--push-delay", "-1"], "--push-delay: expected seconds (0 <= s <= 86400), not '-1'"),
+            (["--push-delay", "soon"], "--push-delay: expected seconds (0 <= s <= 86400), not 'soon'"),
             (["--no-federation", "--peer", "192.0.2.1:7100"], "cannot be combined"),
             (["--peer", "http://192.0.2.1:8080/"], "--peer: servers federate over HALP/1"),
             (["--public-address", "http://192.0.2.1:80"], "--public-address: expected HOST:PORT"),
@@ -274,6 +282,7 @@ class MakeServiceTests(SynchronousTestCase):
             "--fanout", "3",
             "--sync-interval", "2",
             "--peer-test-interval", "0.5",
+            "--push-delay", "2.5",
         )
         (federation,) = [
             s for s in IServiceCollection(makeService(options)) if isinstance(s, Federation)
@@ -284,9 +293,24 @@ class MakeServiceTests(SynchronousTestCase):
             ["192.0.2.1:7100", "[2001:db8::1]:7101"],
         )
         self.assertEqual(
-            (federation.fanout, federation.sync_interval, federation.test_interval),
-            (3, 2.0, 0.5),
+            (
+                federation.fanout,
+                federation.sync_interval,
+                federation.test_interval,
+                federation.push_delay,
+            ),
+            (3, 2.0, 0.5, 2.5),
         )
+
+    def test_push_delay(self) -> None:
+        """The federation pushes at once by default; ``--push-delay 0`` says so too."""
+        for argv in [(), ("--push-delay", "0")]:
+            (federation,) = [
+                s
+                for s in IServiceCollection(makeService(parse("--store", "memory", *argv)))
+                if isinstance(s, Federation)
+            ]
+            self.assertEqual(federation.push_delay, PUSH_DELAY, argv)
 
     def test_http_face(self) -> None:
         from halp.web import HALPSite
@@ -438,6 +462,103 @@ class MakeServiceTests(SynchronousTestCase):
             parse("--store", "redis://:hunter2@h/0?prefix={x}")
         self.assertIn("--store: prefix", str(raised.exception))
         self.assertNotIn("hunter2", str(raised.exception))
+
+
+class OtherCore(HALPCore):
+    """A core of another type, as the simulator's hostile servers have."""
+
+
+class AssembleTests(SynchronousTestCase):
+    """
+    :func:`halp.tap.assemble` wires one server on the clock, store, network
+    and seed it is given, and listens nowhere: the simulator's servers.
+    """
+
+    #: A peer the assembled server pins.
+    PEER = ServerAddress("192.0.2.1", 7100)
+
+    def assembly(self, clock: Clock, *argv: str, rng: random.Random | None = None) -> Assembly:
+        """Assemble from ``argv`` on ``clock`` and a fresh memory store."""
+        return assemble(
+            parse("--store", "memory", *argv),
+            clock,
+            MemoryStore(),
+            prober=FakeProber(clock=clock),
+            rng=rng,
+        )
+
+    def test_parts(self) -> None:
+        clock = Clock()
+        clock.advance(1_800_000_000)
+        network = FakeNetwork(clock)
+        network.halp_server(self.PEER)
+        connect = network.endpoint_from(ServerAddress("192.0.2.7", 7100))
+        dialled: list[ServerAddress] = []
+
+        def endpoint(address: ServerAddress) -> IStreamClientEndpoint:
+            dialled.append(address)
+            return connect(address)
+
+        store = MemoryStore()
+        parts = assemble(
+            parse(
+                "--store", "memory", "--peer", str(self.PEER), "--push-delay", "2",
+                "--port", "tcp:7100", "--http", "tcp:8080",
+            ),
+            clock,
+            store,
+            prober=FakeProber(clock=clock),
+            core_type=OtherCore,
+            node_id="node-7",
+            endpoint=endpoint,
+        )
+        core = parts.core
+        self.assertIsInstance(core, OtherCore)
+        self.assertEqual(core.node_id, "node-7")
+        self.assertIs(core.clock, clock)
+        self.assertIs(core.store, store)
+        self.assertIsNotNone(core.verifier)
+        self.assertIs(parts.factory.core, core)
+        self.assertIs(parts.factory.limiter, parts.limiter)
+        # The store, the purge timer on the clock, the federation: no listener.
+        store_service, purge, federation = IServiceCollection(parts.service)
+        assert isinstance(store_service, StoreService) and isinstance(purge, TimerService)
+        self.assertIs(store_service.store, store)
+        self.assertIs(purge.clock, clock)
+        self.assertIs(federation, parts.federation)
+        assert isinstance(federation, Federation)
+        self.assertIs(federation.core, core)
+        self.assertIs(federation.clock, clock)
+        self.assertEqual(federation.push_delay, 2.0)
+
+        parts.service.startService()
+        self.addCleanup(lambda: self.successResultOf(parts.service.stopService()))
+        d = federation.sync()
+        network.flush()
+        self.successResultOf(d)
+        self.assertEqual(dialled, [self.PEER])
+        self.assertEqual(core.stats["pull-sent"], 1)
+
+    def test_the_seed_decides_the_schedule(self) -> None:
+        """Started on a fresh clock, servers of one seed schedule the same calls."""
+
+        def schedule(seed: int) -> list[float]:
+            clock = Clock()
+            parts = self.assembly(clock, rng=random.Random(seed))
+            parts.service.startService()
+            due = sorted(call.getTime() for call in clock.getDelayedCalls())
+            self.successResultOf(parts.service.stopService())
+            return due
+
+        self.assertEqual(schedule(1), schedule(1))
+        self.assertNotEqual(schedule(1), schedule(2))
+
+    def test_no_federation(self) -> None:
+        parts = self.assembly(Clock(), "--no-federation")
+        self.assertIsNone(parts.federation)
+        self.assertEqual(
+            [type(s) for s in IServiceCollection(parts.service)], [StoreService, TimerService]
+        )
 
 
 class LaterEndpoint:
