@@ -14,6 +14,7 @@ pinned seeds, exponential backoff).
 from __future__ import annotations
 
 import json
+import random
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Literal, NamedTuple, Sequence, TypeVar
@@ -314,8 +315,10 @@ class ServerTable:
         self,
         pinned: Sequence[tuple[ServerAddress, Dialect | None]] = (),
         max_learned: int = MAX_LEARNED,
+        rng: random.Random | None = None,
     ) -> None:
         self.max_learned = max_learned
+        self._rng = rng if rng is not None else random.Random()
         self._records: dict[ServerAddress, ServerRecord] = {}
         self._told: dict[ServerAddress, Dialect] = {}
         #: Servers that misbehaved, and until when they are not learned.
@@ -460,18 +463,24 @@ class ServerTable:
         top"); then untested servers and those whose backoff is over; then
         those still in backoff, which are asked only when nothing else is
         left.  When ``width`` is 2 or more and an untested server exists,
-        it takes the last of the first ``width`` places, so that new
-        servers are tried one at a time (GNUnet tests learned servers the
-        same way) without delaying the answer.
+        one of them, drawn at random, takes the last of the first ``width``
+        places, so that new servers are tried one at a time (GNUnet tests
+        learned servers the same way) without delaying the answer.  At
+        random, not the most recently confirmed: a hostile server lists its
+        accomplices as confirmed just now, and the simulator found cold
+        clients trying only them, one lookup after another.
         """
         ordered = sorted(self._records.values(), key=self._order_key(now))
         if width >= 2 and len(ordered) > width:
             first = ordered[:width]
             if not any(not r.tested for r in first):
-                for i, record in enumerate(ordered[width:], width):
-                    if not record.tested and not record.in_backoff(now):
-                        ordered.insert(width - 1, ordered.pop(i))
-                        break
+                untested = [
+                    i
+                    for i, record in enumerate(ordered[width:], width)
+                    if not record.tested and not record.in_backoff(now)
+                ]
+                if untested:
+                    ordered.insert(width - 1, ordered.pop(self._rng.choice(untested)))
         return ordered
 
     def dialect(self, address: ServerAddress, now: int) -> Dialect | None:

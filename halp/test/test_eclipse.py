@@ -30,6 +30,7 @@ from random import Random
 from twisted.trial.unittest import SynchronousTestCase
 
 from halp.client import HALPClient, ServerAddress, fair_merge
+from halp.client.client import group_cap
 from halp.model import Entry
 from halp.store import insert_entries
 from halp.store.memory import MemoryStore
@@ -195,6 +196,33 @@ class FairMergeEclipseTests(SynchronousTestCase):
         self.assertEqual(sum(e in attacker for e in merged), 5)
         self.assertEqual(sum(e in a for e in merged), 6)
         self.assertIn(b[0], merged)
+
+    def test_colluding_servers_take_few_places_per_network(self) -> None:
+        """
+        Two servers of three lie together: the same 20 fresh sybils, from 4
+        /16 networks, so each sybil is corroborated.  One network takes at
+        most ``group_cap(20)`` = 2 places while the honest server's peers
+        (each in a network of its own) are on offer: 8 sybils, 12 honest.
+        """
+        sybils = [Entry(NOW - i, f"60.{i % 4}.0.{1 + i}", 1) for i in range(20)]
+        honest = [Entry(NOW - 100 - i, f"{20 + i}.1.0.1", 1) for i in range(20)]
+        merged = fair_merge([sybils, honest, list(reversed(sybils))], 20)
+        self.assertEqual(len(merged), 20)
+        self.assertEqual(sum(e in sybils for e in merged), 8)
+        self.assertEqual(group_cap(20), 2)
+        self.assertEqual([group_cap(n) for n in (1, 9, 10, 19, 100)], [1, 1, 1, 1, 10])
+
+    def test_crowded_networks_fill_what_is_left(self) -> None:
+        """
+        Peers that all sit in one network still fill the answer (the
+        servers taking turns, as for their surplus), newest first.
+        """
+        crowd = [Entry(NOW - i, f"30.7.0.{1 + i}", 1) for i in range(15)]
+        merged = fair_merge([crowd[:10], crowd[5:]], 12)
+        self.assertEqual(len({e.address for e in merged}), 12)
+        self.assertLessEqual(set(merged), set(crowd))
+        self.assertEqual(merged, sorted(merged, key=lambda e: -e.timestamp))
+        self.assertIn(crowd[0], merged)
 
     def test_limit_one_goes_to_the_freshest(self) -> None:
         """

@@ -9,6 +9,7 @@ Everything here is pure logic; time is an ``int`` passed in.
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -294,10 +295,33 @@ class ChooseTests(SynchronousTestCase):
 
     def test_only_one_is_promoted(self) -> None:
         table = self.answered_and_untested(untested=2)
-        # 5 was confirmed more recently than 4, so it is the one promoted.
-        self.assertEqual(
-            order(table.choose(NOW, 2)), [addr(3), addr(5), addr(2), addr(1), addr(4)]
+        promoted = order(table.choose(NOW, 2))
+        self.assertIn(
+            promoted,
+            [
+                [addr(3), addr(5), addr(2), addr(1), addr(4)],
+                [addr(3), addr(4), addr(2), addr(1), addr(5)],
+            ],
         )
+
+    def test_the_promoted_one_is_drawn_at_random(self) -> None:
+        """
+        Not the most recently confirmed: a hostile server lists its
+        accomplices as confirmed just now.  Each untested server is tried
+        first about as often; the table's generator decides.
+        """
+        seen: dict[ServerAddress, int] = {}
+        for seed in range(200):
+            table = self.answered_and_untested(untested=2)
+            table._rng = random.Random(seed)
+            promoted = table.choose(NOW, 2)[1].address
+            seen[promoted] = seen.get(promoted, 0) + 1
+        self.assertEqual(set(seen), {addr(4), addr(5)})
+        self.assertGreater(min(seen.values()), 70)
+        again = [self.answered_and_untested(untested=2) for _ in range(2)]
+        for table in again:
+            table._rng = random.Random(7)
+        self.assertEqual(*(order(t.choose(NOW, 2)) for t in again))
 
     def test_not_when_an_untested_server_is_among_the_first(self) -> None:
         table = table_of((addr(1), NOW), (addr(2), NOW - 1), (addr(3), NOW - 2))
