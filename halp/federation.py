@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import random
+from functools import partial
 from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
 from twisted.application.service import Service
@@ -474,7 +475,7 @@ class Federation(Service):
             if peer not in self._pushing:
                 if self.push_delay:
                     self._pushing.add(peer)
-                    self._schedule(f"push {peer}", self.push_delay, lambda p=peer: self._push(p))
+                    self._schedule(f"push {peer}", self.push_delay, partial(self._push, peer))
                 else:
                     self._push(peer)
 

@@ -718,7 +718,7 @@ def assemble(
     store: IHostStore,
     *,
     prober: IProber | None,
-    core_type: type[HALPCore] = HALPCore,
+    core_type: Callable[..., HALPCore] = HALPCore,
     node_id: str | None = None,
     endpoint: Callable[[ServerAddress], IStreamClientEndpoint] | None = None,
     rng: random.Random | None = None,

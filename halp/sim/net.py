@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import random
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -57,6 +57,14 @@ class Counters:
     messages: int = 0
     bytes: int = 0
     lost: int = 0
+    #: ``[messages, bytes]`` by what the connection was for: the first word
+    #: the connecting side wrote (``push``, ``changes``, ``hello``, ``get``,
+    #: ``insert``...).
+    kinds: dict[str, list[int]] = field(default_factory=dict)
+
+    def kind(self, name: str) -> list[int]:
+        """The ``[messages, bytes]`` of connections opened for ``name``."""
+        return self.kinds.get(name, [0, 0])
 
 
 def _address(host: str, port: int) -> IPv4Address | IPv6Address:
@@ -75,10 +83,14 @@ class _Transport(iosim.FakeTransport):
         self.latency = latency
         self.other: _Transport | None = None
         self._due = False
+        #: What the connection is for, shared by both ends: see Counters.kinds.
+        self.purpose: list[str] = [""]
 
     def write(self, data: bytes) -> None:
         if self.disconnecting or self.disconnected:
             return
+        if not self.purpose[0] and not self.isServer:
+            self.purpose[0] = data.split(None, 1)[0].decode("ascii", "replace")[:16] if data.strip() else ""
         self.stream.append(data)
         self._schedule()
 
@@ -107,8 +119,14 @@ class _Transport(iosim.FakeTransport):
         data = b"".join(self.stream)
         self.stream = []
         if data and other is not None and not other.disconnected:
-            self.network.counters.messages += 1
-            self.network.counters.bytes += len(data)
+            counters = self.network.counters
+            counters.messages += 1
+            counters.bytes += len(data)
+            tally = counters.kinds.get(self.purpose[0])
+            if tally is None:
+                tally = counters.kinds[self.purpose[0]] = [0, 0]
+            tally[0] += 1
+            tally[1] += len(data)
             other.protocol.dataReceived(data)
         if self.stream:
             self._schedule()  # written while delivering
@@ -236,6 +254,7 @@ class SimNetwork:
                 d.errback(Failure(ConnectionRefusedError()))
             return
         client_end = _Transport(self, client, False, origin, target, server_end.latency)
+        client_end.purpose = server_end.purpose
         client_end.other, server_end.other = server_end, client_end
         client.makeConnection(client_end)
         d.callback(client)
