@@ -121,6 +121,7 @@ class SimClock:
         # Cancellations since the last sweep (some may have come up since).
         self._cancelled += 1
         if self._cancelled > 1024 and self._cancelled * 2 > len(self._heap):
-            self._heap = [item for item in self._heap if not item[2].cancelled]
+            # In place: run_until holds the list while calls cancel others.
+            self._heap[:] = [item for item in self._heap if not item[2].cancelled]
             heapq.heapify(self._heap)
             self._cancelled = 0

@@ -156,6 +156,27 @@ class SimClockTests(SynchronousTestCase):
         clock.advance(5000)
         self.assertEqual(clock.calls_run, 1000)
 
+    def test_a_sweep_while_running_loses_no_call(self) -> None:
+        """
+        A call that cancels enough others to sweep the heap, then schedules
+        one: that one runs at its time in the same run, not at the next
+        (the simulator's clients timed out on connections whose next step
+        had been scheduled into a swept heap the running loop no longer saw).
+        """
+        clock = SimClock()
+        pending = [clock.callLater(100 + i, lambda: None) for i in range(3000)]
+        ran: list[float] = []
+
+        def cancel_and_schedule() -> None:
+            for call in pending:
+                call.cancel()
+            clock.callLater(0.5, lambda: ran.append(clock.seconds()))
+
+        clock.callLater(1, cancel_and_schedule)
+        clock.callLater(2, lambda: ran.append(clock.seconds()))
+        clock.advance(10)
+        self.assertEqual(ran, [1.5, 2.0])
+
     def test_an_exception_propagates_at_its_time(self) -> None:
         clock = SimClock()
         ran: list[str] = []
