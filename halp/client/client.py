@@ -316,6 +316,17 @@ def group_cap(limit: int) -> int:
     return max(1, limit // 10)
 
 
+#: A lookup of ``limit`` entries asks each server for this many times as
+#: many (up to the servers' largest window, 100), so that
+#: :func:`fair_merge` has entries of other networks to choose from.
+CANDIDATES = 4
+
+
+def candidates(limit: int, limits: Limits) -> int:
+    """How many entries a lookup of ``limit`` asks each server for."""
+    return max(limit, min(limit * CANDIDATES, limits.max_slice))
+
+
 def fair_merge(answers: Sequence[Sequence[Entry]], limit: int) -> list[Entry]:
     """
     Merge the answers of several servers, newest first, so that no single
@@ -875,11 +886,15 @@ class HALPClient:
 
     async def _lookup(self, label: str, limit: int) -> PeerList:
         await self._ready()
-        request = Get(label, Window(0, limit))
         learned: list[Listed] = []
         plain: set[ServerAddress] = set()
         # Looking up a servers label is learning servers.
         servers_of = _SCHEMES.get(label)
+        # Candidates from more networks than the newest ``limit`` offer:
+        # the newest entries of a label may all be one attacker's few
+        # networks (see fair_merge).
+        width = limit if servers_of is not None else candidates(limit, self.core.limits)
+        request = Get(label, Window(0, width))
 
         def requests_for(record: ServerRecord, dialect: Dialect | None) -> list[Request]:
             if dialect != "halp1":
@@ -897,8 +912,8 @@ class HALPClient:
         ) -> ServerResult:
             # A plain "get LABEL" is answered with the server's default
             # number of entries, which may be more than the limit.
-            most = self.core.limits.max_slice if server in plain else limit
-            entries = _entries(responses[0], most, strict=dialect == "halp1")[:limit]
+            most = self.core.limits.max_slice if server in plain else width
+            entries = _entries(responses[0], most, strict=dialect == "halp1")[:width]
             if len(responses) > 1:
                 self._learned(server, responses[1:], learned)
             return ServerResult(server, entries=tuple(entries), dialect=dialect)

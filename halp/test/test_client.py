@@ -233,7 +233,8 @@ class LookupTests(ClientTestCase):
         peers = self.done(client.lookup("app", 2))
         self.assertEqual(list(peers), [entry(1, 1), entry(2, 2)])
         self.assertEqual(store.gets[0], ("app", 0, 10))
-        self.assertEqual(store.gets[1], ("app", 0, 2))
+        # Four times as many candidates as asked for (see fair_merge).
+        self.assertEqual(store.gets[1], ("app", 0, 8))
 
     def test_failover(self) -> None:
         """A server that refuses the connection is replaced by the next one."""
@@ -549,16 +550,16 @@ class LibhalpTests(ClientTestCase):
         self.done(client.lookup("app", 5))
         self.assertEqual(
             store.gets[1:],
-            [("app", 0, 5), ("halp", 0, 10), ("halp/http", 0, 10), ("halp/https", 0, 10)],
+            [("app", 0, 20), ("halp", 0, 10), ("halp/http", 0, 10), ("halp/https", 0, 10)],
         )
         self.network.advance(599)
         self.done(client.lookup("app", 5))
-        self.assertEqual(store.gets[5:], [("app", 0, 5)])
+        self.assertEqual(store.gets[5:], [("app", 0, 20)])
         self.network.advance(1)
         self.done(client.lookup("app", 5))
         self.assertEqual(
             store.gets[6:],
-            [("app", 0, 5), ("halp", 0, 10), ("halp/http", 0, 10), ("halp/https", 0, 10)],
+            [("app", 0, 20), ("halp", 0, 10), ("halp/http", 0, 10), ("halp/https", 0, 10)],
         )
 
 

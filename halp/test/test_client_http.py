@@ -221,12 +221,15 @@ class LookupTests(HTTPClientTestCase):
         self.assertTrue(peers.from_cache)
 
     def test_limit(self) -> None:
-        """The limit is sent as the window: the server answers that many."""
+        """
+        The window asks for four times the limit (candidates for
+        fair_merge): the server answers its 7, the lookup keeps 3.
+        """
         self.web(WEB, *(entry(i, i) for i in range(1, 8)))
         client = self.client(WEB)
         peers = self.done(client.lookup("app", 3))
         self.assertEqual(list(peers), [entry(1, 1), entry(2, 2), entry(3, 3)])
-        self.assertEqual(self.record(client, WEB).entries, 3)
+        self.assertEqual(self.record(client, WEB).entries, 7)
 
     def test_sublabel(self) -> None:
         """A label with segments is asked for at its path."""
@@ -441,8 +444,8 @@ class GarbageTests(HTTPClientTestCase):
 
     def test_too_many_entries(self) -> None:
         """A text answer with more entries than asked for."""
-        body = b"".join(b"%d 198.51.100.%d 1\n" % (NOW, i) for i in range(1, 12))
-        self.assertGarbage(_Page(body, b"text/plain"), "11 entries sent, 10 asked for")
+        body = b"".join(b"%d 198.51.100.%d 1\n" % (NOW, i) for i in range(1, 42))
+        self.assertGarbage(_Page(body, b"text/plain"), "41 entries sent, 40 asked for")
 
     def test_answer_too_long(self) -> None:
         """An answer over MAX_HTTP_ANSWER bytes is refused, not read whole."""
