@@ -13,7 +13,6 @@ and drawn as a PNG when matplotlib is importable.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
 import os
@@ -32,6 +31,7 @@ from typing import IO, Any, NoReturn, Sequence
 
 import halp
 from halp.bench import entry_line, label
+from halp.command import CommandParser, check_output, fail
 
 __all__ = ["Profile", "Row", "main"]
 
@@ -128,13 +128,7 @@ class BenchError(Exception):
 
 
 def _fail(message: str) -> NoReturn:
-    print(f"halp.bench: error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        _fail(f"{message} (see --help)")
+    fail("halp.bench", message)
 
 
 def _environment() -> dict[str, str]:
@@ -606,8 +600,8 @@ def run(profile: Profile, workdir: str) -> tuple[list[Row], dict[str, Any], list
 
 def main(argv: list[str] | None = None) -> None:
     """The ``python -m halp.bench`` command."""
-    parser = _Parser(
-        prog="python -m halp.bench",
+    parser = CommandParser(
+        "halp.bench",
         description="Benchmark HALP servers (memory, SQLite, Redis) against a minimal Twisted line server.",
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of a few seconds")
@@ -616,16 +610,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--png", default=None, metavar="PATH",
                         help="draw the HALP/baseline ratios here (needs matplotlib)")
     args = parser.parse_args(argv)
-    for option, path in (("--json", args.json), ("--png", args.png)):
-        if path is None:
-            continue
-        folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder):
-            _fail(f"{option}: no such directory for {path!r}")
-        if os.path.isdir(path) or not os.access(folder, os.W_OK):
-            _fail(f"{option}: cannot write {path!r}")
-    if args.png is not None and not args.png.lower().endswith(".png"):
-        _fail(f"--png: the chart's file name ends in .png, not {args.png!r}")
+    check_output("halp.bench", "--json", args.json)
+    check_output("halp.bench", "--png", args.png, ".png")
     profile = QUICK if args.quick else FULL
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="halp-bench-") as workdir:

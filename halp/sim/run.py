@@ -17,7 +17,6 @@ import dataclasses
 import importlib
 import json
 import multiprocessing
-import os
 import sys
 import time
 from typing import Any, Callable, NoReturn, Sequence
@@ -25,9 +24,12 @@ from typing import Any, Callable, NoReturn, Sequence
 from twisted.logger import ILogObserver, LogEvent, globalLogBeginner
 from zope.interface import implementer
 
+from halp.command import CommandParser, check_output, fail
 from halp.sim.model import BEHAVIOURS, Config, simulate
 
 __all__ = ["main", "QUICK", "SWEEP"]
+
+NAME = "halp.sim"
 
 #: The target run's eclipse sweep: hostile fractions, each a run of its own.
 SWEEP = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
@@ -45,13 +47,7 @@ TARGET_BEHAVIOURS = ("stale", "attacker", "drop")
 
 
 def _fail(message: str) -> NoReturn:
-    print(f"halp.sim: error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        _fail(f"{message} (see --help)")
+    fail(NAME, message)
 
 
 _HELP = {
@@ -91,8 +87,8 @@ _HELP = {
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = _Parser(
-        prog="python -m halp.sim",
+    parser = CommandParser(
+        NAME,
         description="Simulate HALP servers, peers, churn and hostile servers "
         "(see docs/simulation.md).",
     )
@@ -146,18 +142,6 @@ def _config(args: argparse.Namespace) -> tuple[Config, dict[str, Any], tuple[flo
                 _fail("--sweep: fractions go from 0 to 0.9")
     sweep_run = dict(QUICK_SWEEP_RUN if args.quick else SWEEP_RUN)
     return config, sweep_run, sweep
-
-
-def _check_output(option: str, path: str | None, suffix: str) -> None:
-    if path is None:
-        return
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        _fail(f"{option}: no such directory for {path!r}")
-    if os.path.isdir(path) or not os.access(folder, os.W_OK):
-        _fail(f"{option}: cannot write {path!r}")
-    if not path.lower().endswith(suffix):
-        _fail(f"{option}: the file name ends in {suffix}, not {path!r}")
 
 
 @implementer(ILogObserver)
@@ -340,8 +324,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     config, sweep_run, sweep = _config(args)
     if args.jobs < 1:
         _fail("--jobs must be at least 1")
-    _check_output("--json", args.json, ".json")
-    _check_output("--png", args.png, ".png")
+    check_output(NAME, "--json", args.json, ".json")
+    check_output(NAME, "--png", args.png, ".png")
     started = time.monotonic()
     report = run(config, sweep_run, sweep, args.jobs)
     report["quick"] = args.quick

@@ -1,0 +1,48 @@
+"""
+What the project's ``python -m`` commands (:mod:`halp.bench`,
+:mod:`halp.sim`) share: every mistake on their command line is one line
+on stderr, ``NAME: error: ...``, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, NoReturn
+
+__all__ = ["CommandParser", "check_output", "fail"]
+
+
+def fail(name: str, message: str) -> NoReturn:
+    """Print ``NAME: error: MESSAGE`` on stderr and exit with status 2."""
+    print(f"{name}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (see :func:`fail`)."""
+
+    def __init__(self, name: str, **kwargs: Any) -> None:
+        super().__init__(prog=f"python -m {name}", **kwargs)
+        self.name = name
+
+    def error(self, message: str) -> NoReturn:
+        fail(self.name, f"{message} (see --help)")
+
+
+def check_output(name: str, option: str, path: str | None, suffix: str | None = None) -> None:
+    """
+    Fail unless ``path`` (given as ``option``) can be written before a
+    long run, rather than after it: its folder exists and is writable, it
+    is not a folder, and its name ends in ``suffix``.
+    """
+    if path is None:
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        fail(name, f"{option}: no such directory for {path!r}")
+    if os.path.isdir(path) or not os.access(folder, os.W_OK):
+        fail(name, f"{option}: cannot write {path!r}")
+    if suffix is not None and not path.lower().endswith(suffix):
+        fail(name, f"{option}: the file name ends in {suffix}, not {path!r}")
