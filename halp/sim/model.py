@@ -238,6 +238,12 @@ class Peers:
         flipped = bisect.bisect_right(self.toggles[p], when)
         return self.initial[p] != (flipped % 2 == 1)
 
+    def leaves(self, p: int, after: float) -> float | None:
+        """Seconds after ``after`` until online peer ``p`` goes offline, if it does."""
+        flips = self.toggles[p]
+        i = bisect.bisect_right(flips, after)
+        return round(flips[i] - after, 1) if i < len(flips) else None
+
     def announced(self, after: float, until: float) -> list[tuple[float, int]]:
         """The announcements in ``(after, until]``, oldest first."""
         lo = bisect.bisect_right(self._times, after)
@@ -333,6 +339,8 @@ class Tracked:
     servers: set[int] = field(default_factory=set)
     #: ``{fraction: (seconds, messages)}`` once that fraction was reached.
     reached: dict[float, tuple[float, int]] = field(default_factory=dict)
+    #: The announcing client's seeds, as in :class:`Bootstrap`.
+    seeds: tuple[str, ...] = ()
 
 
 @dataclass
@@ -534,8 +542,8 @@ class World:
                 break
         else:
             return
-        client, _, _ = self._client(host)
-        track = self.tracked[host] = Tracked(host, now, self._pushed())
+        client, _, seeds = self._client(host)
+        track = self.tracked[host] = Tracked(host, now, self._pushed(), seeds=seeds)
         self.clock.callLater(SETTLE, self._settled, track)
         d = client.announce(APP, host, PEER_PORT)
         d.addBoth(lambda _: client.close())
@@ -694,6 +702,20 @@ class World:
             "tracked_inserts": len(tracked),
             "insert_messages": insert_messages,
             "arrivals": [[round(a - t.at, 3) for a in t.arrivals] for t in tracked],
+            # The inserts that did not reach 99% of honest servers in the run.
+            "short": [
+                {
+                    "at": round(t.at - START, 1),
+                    "left": round(START + c.window + 60 - t.at, 1),
+                    "reached": len(t.servers),
+                    "seeds": "+".join(t.seeds),
+                    # Servers verify what they are sent: a peer gone offline
+                    # is not stored any more.
+                    "peer_left_after": self.peers.leaves(self.peers.by_host[t.host], t.at),
+                }
+                for t in tracked
+                if 0.99 not in t.reached
+            ],
             "bootstrap": {
                 "clients": len(boots),
                 "finished": len(done),

@@ -219,6 +219,13 @@ def table(report: dict[str, Any]) -> str:
             f"({_f(p['max_rounds'], '{:.3f}')} sync rounds; target {target:.1f}); "
             f"median {_f(p['median_messages'], '{:,.0f}')} messages"
         )
+    for short in main_run["short"]:
+        lines.append(
+            f"  not at 99% when the run ended: the insert at {short['at']:.0f} s "
+            f"({short['left']:.0f} s before the end) reached {short['reached']} honest servers; "
+            f"its client's seeds: {short['seeds']}; the peer went offline "
+            + ("never" if short["peer_left_after"] is None else f"{short['peer_left_after']:.0f} s after it")
+        )
     b = main_run["bootstrap"]
     lines += [
         "",
@@ -279,9 +286,15 @@ def chart(report: dict[str, Any], path: str) -> str | None:
     honest = main_run["honest_servers"]
     for arrivals in main_run["arrivals"]:
         xs = sorted(arrivals)
-        ax.plot(xs, [(i + 1) / honest for i in range(len(xs))], color="tab:blue", alpha=0.3, lw=1)
+        ax.step(xs, [(i + 1) / honest for i in range(len(xs))], where="post",
+                color="tab:blue", alpha=0.3, lw=1)
     ax.axhline(0.99, color="grey", ls=":", lw=1)
-    ax.set_xlabel("seconds after the insert")
+    sync = main_run["config"]["sync_interval"]
+    ax.axvline(sync, color="tab:orange", ls="--", lw=1, label=f"one sync round ({sync:g} s)")
+    ax.set_xscale("log")
+    ax.set_xlim(0.05, None)
+    ax.legend(loc="lower right")
+    ax.set_xlabel("seconds after the insert (log scale)")
     ax.set_ylabel("fraction of honest servers storing it")
     ax.set_title("Propagation of each tracked insert")
     ax = axes[0][1]
@@ -302,7 +315,9 @@ def chart(report: dict[str, Any], path: str) -> str | None:
     ax.set_title("Cold bootstrap and eclipse vs hostile servers")
     ax = axes[1][0]
     lookups = main_run["bootstrap"]["lookups_ok"]
-    ax.bar([int(k) for k in lookups], list(lookups.values()))
+    most = main_run["config"]["max_lookups"] + 1
+    ax.bar(range(1, most + 1), [lookups.get(str(n), 0) for n in range(1, most + 1)])
+    ax.set_xticks(range(1, most + 1))
     ax.set_xlabel("lookups until >= want live honest peers (1 = the halp lookup)")
     ax.set_ylabel("clients")
     ax.set_title("Round trips of successful cold bootstraps")

@@ -255,6 +255,22 @@ class PeersTests(SynchronousTestCase):
         moved = [p for p in range(peers.count) if peers.live(p, 5000) != peers.initial[p]]
         self.assertEqual(moved, [])
 
+    def test_leaves_is_when_an_online_peer_goes_offline(self) -> None:
+        peers = self.peers()
+        checked = 0
+        for p in range(2000):
+            if not peers.live(p, 3600.0):
+                continue
+            left = peers.leaves(p, 3600.0)
+            if left is None:
+                self.assertTrue(peers.live(p, self.end - 1))
+                continue
+            # To a tenth of a second, as reported.
+            self.assertTrue(peers.live(p, 3600.0 + left - 0.1))
+            self.assertFalse(peers.live(p, 3600.0 + left + 0.1))
+            checked += 1
+        self.assertGreater(checked, 200)
+
     def test_live_follows_the_toggles(self) -> None:
         peers = self.peers(peers=500)
         for p in range(peers.count):
@@ -441,6 +457,8 @@ class WorldTests(SynchronousTestCase):
         r = small_results()
         self.assertEqual(r["honest_servers"], 12)
         self.assertEqual(r["tracked_inserts"], 3)
+        # None is left short of 99% when the run ends.
+        self.assertEqual(r["short"], [])
         for fraction in ("50%", "90%", "99%"):
             self.assertEqual(r["propagation"][fraction]["reached"], 3, fraction)
         medians = [r["propagation"][f]["median_s"] for f in ("50%", "90%", "99%")]
