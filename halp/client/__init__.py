@@ -15,6 +15,7 @@ from halp.client.client import (
     PeerList,
     ServerResult,
     fair_merge,
+    group_cap,
     open_cache,
 )
 from halp.client.servers import ServerAddress, ServerRecord, parse_server
@@ -32,6 +33,7 @@ __all__ = [
     "ServerRecord",
     "ServerResult",
     "fair_merge",
+    "group_cap",
     "open_cache",
     "parse_server",
 ]

@@ -91,6 +91,9 @@ __all__ = [
     "ServerResult",
     "ServerStats",
     "SERVERS_LABEL",
+    "candidates",
+    "fair_merge",
+    "group_cap",
 ]
 
 #: The label that lists HALP servers.
@@ -341,12 +344,15 @@ def fair_merge(answers: Sequence[Sequence[Entry]], limit: int) -> list[Entry]:
     at most its share of the answer while the others have entries to offer,
     and no more than its turn of what they leave.
 
-    Whoever reports them, the entries of one network (:func:`group_cap`
-    places) come last: servers that lie together, agreeing on addresses
-    in a few networks (sybils), are corroborated by each other, but still
-    take only a few places of each network while other networks' entries
-    are on offer.  (The simulator found two colluding servers of three
-    filling 14 of 20 places with sybils before this rule.)
+    Whoever reports them, the entries of one network beyond
+    :func:`group_cap` places come last (those several servers reported
+    first): servers that lie together, agreeing on addresses in a few
+    networks (sybils), are corroborated by each other, but still take only
+    a few places of each network while other networks' entries are on
+    offer.  (The simulator found two colluding servers of three filling 14
+    of 20 places with sybils before this rule.)  So a lying server fills
+    its share, or ``group_cap`` places in each of its networks if that is
+    more, while the others have entries to offer.
     """
     best: dict[tuple[str, int], int] = {}
     reporters: dict[tuple[str, int], set[int]] = {}
@@ -388,18 +394,22 @@ def fair_merge(answers: Sequence[Sequence[Entry]], limit: int) -> list[Entry]:
                 used[only] += 1
         else:
             take(address)
-    # Room left: each server's surplus in turn, newest first; then the
-    # entries of full networks, in turn again.
-    for pools in (over, crowded):
-        turn = 0
-        while len(chosen) < limit and any(pools):
-            if pools[turn]:
-                address = pools[turn].pop(0)
-                if pools is crowded:
-                    chosen.append(address)
-                else:
-                    take(address)
-            turn = (turn + 1) % len(pools)
+    # Room left: each server's surplus in turn, newest first, within the
+    # networks' caps.
+    turn = 0
+    while len(chosen) < limit and any(over):
+        if over[turn]:
+            take(over[turn].pop(0))
+        turn = (turn + 1) % len(over)
+    # Then the entries of full networks: those several servers reported
+    # first, newest first; then each server's in turn.
+    several = crowded.pop()
+    chosen.extend(several[: limit - len(chosen)])
+    turn = 0
+    while len(chosen) < limit and any(crowded):
+        if crowded[turn]:
+            chosen.append(crowded[turn].pop(0))
+        turn = (turn + 1) % len(crowded)
     chosen.sort(key=lambda a: (-best[a], a))
     return [Entry(best[a], *a) for a in chosen]
 

@@ -212,6 +212,20 @@ class FairMergeEclipseTests(SynchronousTestCase):
         self.assertEqual(group_cap(20), 2)
         self.assertEqual([group_cap(n) for n in (1, 9, 10, 19, 100)], [1, 1, 1, 1, 10])
 
+    def test_a_liar_beside_crowded_honest_peers(self) -> None:
+        """
+        Three honest servers agree on peers that all sit in one network
+        (as many IPv6 peers share an ISP's /32); one liar offers 80 sybils
+        of 4 networks.  Limit 20: the liar gets its share, 5, and up to 2
+        places in each of its networks, 8; the honest peers the rest,
+        before any more of the liar's.
+        """
+        honest = [Entry(NOW - 100 - i, f"2607:fb90::{i + 1:x}", 1) for i in range(40)]
+        liar = [Entry(NOW - i, f"60.{i % 4}.1.{1 + i}", 1) for i in range(80)]
+        merged = fair_merge([honest, honest, honest, liar], 20)
+        self.assertEqual(len(merged), 20)
+        self.assertEqual(sum(e in liar for e in merged), 8)
+
     def test_crowded_networks_fill_what_is_left(self) -> None:
         """
         Peers that all sit in one network still fill the answer (the

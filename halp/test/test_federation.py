@@ -605,6 +605,25 @@ class PushTests(FederationTestCase):
             (a.stat("push-sent"), self.contacts(b.address), b.stat("push-received")), (0, 0, 0)
         )
 
+    def test_restarted_after_a_stop_during_the_push_delay(self) -> None:
+        """
+        A peer whose push was waiting when the federation stopped is pushed
+        to again once it restarts: it was left marked as being pushed to,
+        and no change reached it any more.
+        """
+        a, b = self.server(1), self.server(2)
+        fed = self.federate(a, b.address, public=False, push_delay=1)
+        self.network.flush()
+        self.insert(a, peer_entry(1, self.now()))
+        self.network.advance(0.5)
+        self.successResultOf(fed.stopService())
+        fed.startService()
+        self.network.flush()
+        self.insert(a, peer_entry(2, self.now()))
+        self.network.advance(1)
+        self.network.flush()
+        self.assertEqual((a.stat("push-sent"), b.stat("push-received")), (1, 1))
+
 
 # -- pull ----------------------------------------------------------------------
 
