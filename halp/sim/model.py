@@ -693,7 +693,9 @@ class World:
         }
         # What one insert costs: the push and insert messages it caused.
         insert_messages = _median([t.cost for t in tracked if t.cost is not None])
-        peer_rate = c.peers * c.online / c.refresh * 3600  # announcements per hour
+        # The peers' announcements per hour in the window, those on coming
+        # online included.
+        peer_rate = len(self.peers.announced(START, START + c.window)) / (c.window / 3600)
         return {
             "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in c.__dict__.items()},
             "honest_servers": self.honest_count,
@@ -720,9 +722,10 @@ class World:
                 "clients": len(boots),
                 "finished": len(done),
                 "ok": len(ok),
-                "ok_fraction": len(ok) / len(done) if done else None,
-                "eclipsed_fraction": sum(b.eclipsed for b in done) / len(done) if done else None,
-                "empty_fraction": sum(b.empty for b in done) / len(done) if done else None,
+                # Of every client started: one that never finished counts as failed.
+                "ok_fraction": len(ok) / len(boots) if boots else None,
+                "eclipsed_fraction": sum(b.eclipsed for b in done) / len(boots) if boots else None,
+                "empty_fraction": sum(b.empty for b in done) / len(boots) if boots else None,
                 "all_seeds_hostile": sum(b.hostile_seeds == c.client_seeds for b in done),
                 "mean_lookups_ok": _mean([b.lookups for b in ok]),
                 "lookups_ok": _histogram(b.lookups for b in ok),

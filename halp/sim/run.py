@@ -39,7 +39,7 @@ SWEEP_RUN = {"window": 900.0, "inserts": 0, "bootstraps": 500}
 QUICK = {
     "servers": 40, "peers": 4000, "window": 600.0, "inserts": 4, "bootstraps": 150,
 }
-QUICK_SWEEP = (0.0, 0.2, 0.5)
+QUICK_SWEEP = (0.0, 0.3, 0.7)
 QUICK_SWEEP_RUN = {"window": 600.0, "inserts": 0, "bootstraps": 120}
 #: The target run's hostile behaviours (``flood`` is measured on its own:
 #: see docs/simulation.md).

@@ -604,7 +604,7 @@ class TableTests(SynchronousTestCase):
             self.assertRegex(text, rf"\n +{kind or '[(]none[)]'}: [0-9,]+ messages, [0-9,.]+ KiB")
         self.assertIn("push", main["cost"]["by_kind"])
         self.assertRegex(text, r"with every peer's and server's announcement sent through the "
-                               r"federation \(500 \+ 12 per hour at [0-9,]+ messages each\): about "
+                               r"federation \([0-9,]+ \+ 12 per hour at [0-9,]+ messages each\): about "
                                r"[0-9,]+ messages per server per hour")
 
     def test_missing_figures_are_dashes(self) -> None:
