@@ -7,11 +7,12 @@ on stderr, ``NAME: error: ...``, and exit status 2.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
-from typing import Any, NoReturn
+from typing import Any, Callable, NoReturn
 
-__all__ = ["CommandParser", "check_output", "fail"]
+__all__ = ["CommandParser", "check_output", "fail", "save"]
 
 
 def fail(name: str, message: str) -> NoReturn:
@@ -46,3 +47,35 @@ def check_output(name: str, option: str, path: str | None, suffix: str | None = 
         fail(name, f"{option}: cannot write {path!r}")
     if suffix is not None and not path.lower().endswith(suffix):
         fail(name, f"{option}: the file name ends in {suffix}, not {path!r}")
+
+
+def save(
+    results: dict[str, Any],
+    path: str,
+    seconds: float,
+    *,
+    png: str | None = None,
+    draw: Callable[[str], str | None] | None = None,
+    indent: int = 1,
+) -> None:
+    """
+    Draw the chart (``draw(png)``, which returns a note when it cannot),
+    write ``results`` as JSON to ``path``, and print the notes (the list
+    ``results["notes"]``, with the chart's) and where the results went.
+    A chart that fails is a note: the figures matter more than their
+    picture.
+    """
+    notes: list[str] = results.setdefault("notes", [])
+    if png is not None and draw is not None:
+        try:
+            note = draw(png)
+        except Exception as e:
+            note = f"no PNG: {type(e).__name__}: {e}"
+        if note is not None:
+            notes.append(note)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=indent)
+        f.write("\n")
+    for note in notes:
+        print(note)
+    print(f"results written to {path} ({seconds:.0f} s)")

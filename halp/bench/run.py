@@ -31,7 +31,7 @@ from typing import IO, Any, NoReturn, Sequence
 
 import halp
 from halp.bench import entry_line, label
-from halp.command import CommandParser, check_output, fail
+from halp.command import CommandParser, check_output, fail, save
 
 __all__ = ["Profile", "Row", "main"]
 
@@ -621,13 +621,6 @@ def main(argv: list[str] | None = None) -> None:
             print(f"halp.bench: {e}", file=sys.stderr)
             sys.exit(1)
     print(table(all_rows))
-    if args.png is not None:
-        try:
-            note = chart(all_rows, args.png)
-        except Exception as e:  # the figures matter more than their picture
-            note = f"no PNG: {type(e).__name__}: {e}"
-        if note is not None:
-            notes.append(note)
     results = {
         "quick": args.quick,
         "profile": asdict(profile),
@@ -636,9 +629,5 @@ def main(argv: list[str] | None = None) -> None:
         "rows": [asdict(r) for r in all_rows],
         "raw": raw,
     }
-    with open(args.json, "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2)
-        f.write("\n")
-    for note in notes:
-        print(note)
-    print(f"results written to {args.json} ({results['seconds']:.0f} s)")
+    save(results, args.json, results["seconds"], png=args.png,
+         draw=lambda png: chart(all_rows, png), indent=2)

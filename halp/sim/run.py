@@ -24,7 +24,7 @@ from typing import Any, Callable, NoReturn, Sequence
 from twisted.logger import ILogObserver, LogEvent, globalLogBeginner
 from zope.interface import implementer
 
-from halp.command import CommandParser, check_output, fail
+from halp.command import CommandParser, check_output, fail, save
 from halp.sim.model import BEHAVIOURS, Config, simulate
 
 __all__ = ["main", "QUICK", "SWEEP"]
@@ -347,18 +347,5 @@ def main(argv: Sequence[str] | None = None) -> None:
     report["sweep_run"] = sweep_run
     report["wall_seconds"] = time.monotonic() - started
     print(table(report))
-    notes = []
-    if args.png is not None:
-        try:
-            note = chart(report, args.png)
-        except Exception as e:  # the figures matter more than their picture
-            note = f"no PNG: {type(e).__name__}: {e}"
-        if note is not None:
-            notes.append(note)
-    report["notes"] = notes
-    with open(args.json, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=1)
-        f.write("\n")
-    for note in notes:
-        print(note)
-    print(f"results written to {args.json} ({report['wall_seconds']:.0f} s)")
+    save(report, args.json, report["wall_seconds"], png=args.png,
+         draw=lambda png: chart(report, png))
