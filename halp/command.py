@@ -7,12 +7,13 @@ on stderr, ``NAME: error: ...``, and exit status 2.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
 from typing import Any, Callable, NoReturn
 
-__all__ = ["CommandParser", "check_output", "fail", "save"]
+__all__ = ["CommandParser", "check_output", "fail", "pyplot", "save"]
 
 
 def fail(name: str, message: str) -> NoReturn:
@@ -47,6 +48,19 @@ def check_output(name: str, option: str, path: str | None, suffix: str | None = 
         fail(name, f"{option}: cannot write {path!r}")
     if suffix is not None and not path.lower().endswith(suffix):
         fail(name, f"{option}: the file name ends in {suffix}, not {path!r}")
+
+
+def pyplot() -> Any:
+    """
+    ``matplotlib.pyplot`` on the Agg backend (no display needed), or
+    ``None`` when matplotlib is not installed.
+    """
+    try:
+        matplotlib: Any = importlib.import_module("matplotlib")
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    return importlib.import_module("matplotlib.pyplot")
 
 
 def save(

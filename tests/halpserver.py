@@ -608,3 +608,29 @@ def run_twistd(args: Sequence[str], cwd: Path, timeout: float = 60.0) -> subproc
         text=True,
         timeout=timeout,
     )
+
+
+#: The checkout holding these tests' ``halp``.
+ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+def run_module(
+    module: str, *args: str, cwd: Path, timeout: float, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """
+    Run ``python -m MODULE ARGS`` with this checkout's ``halp`` first on
+    the path (and ``env`` added to the environment) to completion, its
+    output captured.
+    """
+    path = os.environ.get("PYTHONPATH")
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=dict(
+            os.environ, PYTHONPATH=ROOT if not path else f"{ROOT}{os.pathsep}{path}", **env
+        ),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -10,15 +10,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.e2e
+from tests.halpserver import run_module
 
-#: The checkout holding this test's ``halp``.
-ROOT = str(Path(__file__).resolve().parent.parent)
+pytestmark = pytest.mark.e2e
 
 #: Scenarios measured on every server: the ``get`` scenarios
 #: (``get_size_N`` come from the profile) ...
@@ -35,17 +33,7 @@ INSERTS = {"insert_single", "insert_single_p50", "insert_batched"}
 
 
 def run_bench(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    path = os.environ.get("PYTHONPATH")
-    env = dict(os.environ, PYTHONPATH=ROOT if not path else f"{ROOT}{os.pathsep}{path}")
-    return subprocess.run(
-        [sys.executable, "-m", "halp.bench", *args],
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_module("halp.bench", *args, cwd=cwd, timeout=300)
 
 
 def test_quick_run_reports_every_scenario(tmp_path: Path) -> None:

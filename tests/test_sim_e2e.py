@@ -12,36 +12,19 @@ its seed, whatever Python's hash seed.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.e2e
+from tests.halpserver import run_module
 
-#: The checkout holding this test's ``halp``.
-ROOT = str(Path(__file__).resolve().parent.parent)
+pytestmark = pytest.mark.e2e
 
 
 def run_sim(*args: str, cwd: Path, hash_seed: str = "0") -> subprocess.CompletedProcess[str]:
-    path = os.environ.get("PYTHONPATH")
-    env = dict(
-        os.environ,
-        PYTHONPATH=ROOT if not path else f"{ROOT}{os.pathsep}{path}",
-        PYTHONHASHSEED=hash_seed,
-    )
-    return subprocess.run(
-        [sys.executable, "-m", "halp.sim", *args],
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_module("halp.sim", *args, cwd=cwd, timeout=600, PYTHONHASHSEED=hash_seed)
 
 
 def results(tmp_path: Path, name: str, *args: str, hash_seed: str = "0") -> dict[str, Any]:

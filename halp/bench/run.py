@@ -13,7 +13,6 @@ and drawn as a PNG when matplotlib is importable.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import re
@@ -31,7 +30,7 @@ from typing import IO, Any, NoReturn, Sequence
 
 import halp
 from halp.bench import entry_line, label
-from halp.command import CommandParser, check_output, fail, save
+from halp.command import CommandParser, check_output, fail, pyplot, save
 
 __all__ = ["Profile", "Row", "main"]
 
@@ -442,12 +441,9 @@ def chart(all_rows: list[Row], path: str) -> str | None:
     as they run by default and one for ``--answer-cache 0``; a note
     instead when matplotlib is missing.
     """
-    try:
-        matplotlib: Any = importlib.import_module("matplotlib")
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return "no PNG: matplotlib is not installed (pip install 'halp[bench]')"
-    matplotlib.use("Agg")
-    plt: Any = importlib.import_module("matplotlib.pyplot")
     ratios = [r for r in all_rows if r.ratio is not None and r.unit in ("req/s", "entries/s")]
     scenarios = list(dict.fromkeys(r.title for r in ratios))
     stores = list(dict.fromkeys(r.store.split(" ")[0] for r in ratios))

@@ -376,6 +376,8 @@ class World:
         )
         self.nodes: list[Node] = []
         self.listening: set[ServerAddress] = set()
+        #: The lying servers (the first 100), whom they list as servers.
+        self.attackers: list[ServerAddress] = []
         self.tracked: dict[str, Tracked] = {}
         self.bootstraps: list[Bootstrap] = []
         self.probes = 0
@@ -406,11 +408,8 @@ class World:
         return [Entry(now, sybil_host(k % groups, 10_000 + k // groups), PEER_PORT) for k in range(count)]
 
     def _accomplices(self, now: int) -> list[Entry]:
-        return [
-            Entry(now, n.address.host, n.address.port)
-            for n in self.nodes
-            if n.behaviour == "attacker"
-        ][:100]
+        """What lying servers answer for ``halp``: each other, confirmed ``now``."""
+        return [Entry(now, a.host, a.port) for a in self.attackers]
 
     def build(self) -> None:
         c = self.config
@@ -459,6 +458,7 @@ class World:
             if node.honest:
                 parts.core.watch(functools.partial(self._arrived, node))
         self._warm_cursors()
+        self.attackers = [n.address for n in self.nodes if n.behaviour == "attacker"][:100]
 
     def _warm(self, node: Node, addresses: list[ServerAddress], seeds: list[int]) -> None:
         """Fill a store and a server table as a long-running server's."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import json
 import multiprocessing
 import sys
@@ -24,7 +23,7 @@ from typing import Any, Callable, NoReturn, Sequence
 from twisted.logger import ILogObserver, LogEvent, globalLogBeginner
 from zope.interface import implementer
 
-from halp.command import CommandParser, check_output, fail, save
+from halp.command import CommandParser, check_output, fail, pyplot, save
 from halp.sim.model import BEHAVIOURS, Config, simulate
 
 __all__ = ["main", "QUICK", "SWEEP"]
@@ -274,12 +273,9 @@ def table(report: dict[str, Any]) -> str:
 
 def chart(report: dict[str, Any], path: str) -> str | None:
     """Draw four panels; a note instead when matplotlib is missing."""
-    try:
-        matplotlib: Any = importlib.import_module("matplotlib")
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return "no PNG: matplotlib is not installed"
-    matplotlib.use("Agg")
-    plt: Any = importlib.import_module("matplotlib.pyplot")
     main_run = report["runs"]["main"]
     fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
     ax = axes[0][0]
