@@ -29,6 +29,7 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.test import iosim
 from zope.interface import implementer
 
@@ -41,14 +42,23 @@ from halp.client.servers import ServerAddress
 from halp.core import HALPCore, PeerStatus
 from halp.interfaces import IHostStore, IProber
 from halp.model import Limits
-from halp.server import HALPServerFactory
+from halp.server import HALPServerFactory, HALPServerProtocol
 from halp.store.memory import MemoryStore
 from halp.web import HALPSite, make_site
 
-__all__ = ["FakeNetwork", "FakeProber", "LibhalpServerFactory", "StaticPeers"]
+__all__ = ["FakeNetwork", "FakeProber", "LibhalpServerFactory", "StaticPeers", "connect"]
 
 #: The client side of every fake connection.
 CLIENT_ADDRESS = IPv4Address("TCP", "198.51.100.1", 40000)
+
+
+def connect(factory: HALPServerFactory) -> tuple[HALPServerProtocol, StringTransport]:
+    """A server protocol of ``factory`` connected to a :class:`StringTransport`."""
+    transport = StringTransport()
+    proto = factory.buildProtocol(transport.getPeer())
+    assert isinstance(proto, HALPServerProtocol)
+    proto.makeConnection(transport)
+    return proto, transport
 
 
 def _address(server: ServerAddress) -> IPv4Address | IPv6Address:

@@ -7,7 +7,7 @@ the real protocol, factory, core and memory store, in memory with a
 from __future__ import annotations
 
 import os
-from typing import Any, cast
+from typing import Any
 
 from twisted.application.service import IServiceCollection
 from twisted.internet.defer import Deferred
@@ -22,6 +22,7 @@ from halp.core import Admission, HALPCore, Pending, Refused, Stored
 from halp.model import Change, Entry, Limits
 from halp.server import HALPServerFactory, HALPServerProtocol
 from halp.store.memory import MemoryStore
+from halp.testing import connect
 from halp.tap import ListenerService, Options, makeService
 from halp.wire import Get, Reply
 
@@ -66,10 +67,7 @@ class AnswerTestCase(SynchronousTestCase):
         self.proto, self.transport = self.connect()
 
     def connect(self) -> tuple[HALPServerProtocol, StringTransport]:
-        transport = StringTransport()
-        proto = cast(HALPServerProtocol, self.factory.buildProtocol(transport.getPeer()))
-        proto.makeConnection(transport)
-        return proto, transport
+        return connect(self.factory)
 
     def insert(self, label: str, *entries: Entry) -> None:
         self.successResultOf(self.core.insert([label], list(entries)))

@@ -24,7 +24,7 @@ from halp.model import Change, Entry, LabelInfo, Limits, Merged
 from halp.server import HALPServerFactory, HALPServerProtocol, describe_address
 from halp.stats import COUNTERS
 from halp.store.memory import MemoryStore
-from halp.testing import StaticPeers
+from halp.testing import StaticPeers, connect
 from halp.wire import ChangesStatus, parse_changes_status, parse_status
 
 NOW = 1_800_000_000
@@ -68,10 +68,7 @@ class ServerTestCase(SynchronousTestCase):
         self.proto, self.transport = self.connect()
 
     def connect(self) -> tuple[HALPServerProtocol, StringTransport]:
-        transport = StringTransport()
-        proto = cast(HALPServerProtocol, self.factory.buildProtocol(transport.getPeer()))
-        proto.makeConnection(transport)
-        return proto, transport
+        return connect(self.factory)
 
     def send(self, data: bytes) -> None:
         self.proto.dataReceived(data)
